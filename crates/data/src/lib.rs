@@ -1,0 +1,4 @@
+//! # distill-data
+//!
+//! The dataset format shared by the whole workspace.
+#![warn(missing_docs)]

@@ -1,0 +1,29 @@
+//! # distill-student
+//!
+//! Student models on libtorch (through `tch`): architectures, checkpoint I/O,
+//! tokenizers, generation and the distillation trainer.
+#![warn(missing_docs)]
+
+pub use tch;
+
+/// Facts about the libtorch this crate was linked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Whether a CUDA device is usable.
+    pub cuda: bool,
+    /// Number of visible CUDA devices.
+    pub cuda_devices: i64,
+    /// Threads libtorch uses for intra-op parallelism on the CPU.
+    pub cpu_threads: i32,
+}
+
+impl Runtime {
+    /// Queries the linked libtorch.
+    pub fn query() -> Self {
+        Self {
+            cuda: tch::Cuda::is_available(),
+            cuda_devices: tch::Cuda::device_count(),
+            cpu_threads: tch::get_num_threads(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Project chores for distill, run as `cargo xtask <command>`.
+//!
+//! - `setup`: find or install libtorch 2.11.0 and fetch the offline model assets.
+//! - `test`: set up, then `cargo fmt --check`, clippy with `-D warnings`, and `cargo test --workspace`.
+//! - `lab`: set up, then run the end-to-end lab.
+//!
+//! xtask is never needed at run time; it only prepares a checkout.
+
+mod assets;
+mod libtorch;
+mod shell;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use shell::{Failure, cargo};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup   find or install libtorch (torch 2.11.0) and fetch the offline model assets
+  test    setup, then cargo fmt --check, clippy -D warnings, cargo test --workspace
+  lab     setup, then run the whole lab end to end on the offline default
+  assets  print where the offline model assets live
+
+environment:
+  LIBTORCH      use this libtorch (must be 2.11.0) instead of .venv
+  DISTILL_HOME  cache for model assets (default: $XDG_CACHE_HOME/distill or ~/.cache/distill)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup().map(|_| ()),
+        Some("test") => test(),
+        Some("lab") => lab(),
+        Some("assets") => {
+            println!("{}", assets::home().display());
+            Ok(())
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("{USAGE}");
+            if let Some(cmd) = other {
+                eprintln!("\nerror: unknown command `{cmd}`");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: xtask lives in `crates/xtask`.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/xtask sits two levels below the root")
+        .to_path_buf()
+}
+
+/// What set-up found or made.
+struct Setup {
+    gguf: PathBuf,
+}
+
+fn setup() -> Result<Setup, Failure> {
+    let root = repo_root();
+    let started = std::time::Instant::now();
+    let torch = libtorch::ensure(&root)?;
+    println!("setup: libtorch {} at {}", torch.version, torch.dir.display());
+    let gguf = assets::ensure_smollm2()?;
+    println!("setup: SmolLM2-135M-Instruct at {}", gguf.display());
+    println!("setup: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(Setup { gguf })
+}
+
+fn test() -> Result<(), Failure> {
+    setup()?;
+    let root = repo_root();
+    cargo(&root, &["fmt", "--all", "--check"], "formatting (run `cargo fmt --all`)")?;
+    cargo(
+        &root,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        "clippy",
+    )?;
+    cargo(&root, &["test", "--workspace"], "tests")?;
+    Ok(())
+}
+
+fn lab() -> Result<(), Failure> {
+    let setup = setup()?;
+    println!(
+        "lab: set-up is done (teacher asset: {}).\n\
+         lab: the end-to-end lab (generate, train, evaluate, export) is not built yet; \
+         nothing else was run.",
+        setup.gguf.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `distill`: the command-line interface. Argument parsing and wiring only; the work
+//! lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Knowledge distillation of language models: teacher datasets, student training,
+/// evaluation and deployment.
+#[derive(Debug, Parser)]
+#[command(name = "distill", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, as in RUST_LOG (for example `info` or `distill_teacher=debug`).
+    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the linked libtorch and the devices it can use.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line of cause plus context, walking the error chain.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Info => {
+            let runtime = distill::student::Runtime::query();
+            println!("distill {}", env!("CARGO_PKG_VERSION"));
+            println!("cuda: {} ({} devices)", runtime.cuda, runtime.cuda_devices);
+            println!("cpu threads: {}", runtime.cpu_threads);
+            Ok(())
+        }
+    }
+}
