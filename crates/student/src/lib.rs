@@ -4,6 +4,16 @@
 //! tokenizers, generation and the distillation trainer.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+mod error;
+pub mod generate;
+pub mod model;
+pub mod tokenizer;
+
+pub use checkpoint::LoadedModel;
+pub use error::{Error, Result};
+pub use generate::{GenerationConfig, generate};
+pub use model::{CausalLm, ForwardInput, KvCache, LlamaConfig, Precision};
 pub use tch;
 
 /// Facts about the libtorch this crate was linked against.

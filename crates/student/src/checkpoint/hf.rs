@@ -1,0 +1,187 @@
+//! Hugging Face model directories: `config.json` plus `model.safetensors` (or shards with
+//! `model.safetensors.index.json`). Pickled `.bin` checkpoints are refused, never unpickled.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::{Value, json};
+use tch::{Device, Kind, Tensor};
+
+use super::{LoadedModel, assign_weights};
+use crate::error::{Error, Result};
+use crate::model::LlamaConfig;
+
+/// Loads an HF directory onto `device` in f32.
+pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    let raw: Value = read_json(&config_path)?;
+    let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("");
+    if model_type != "llama" {
+        return Err(Error::UnsupportedArchitecture(model_type.to_string()));
+    }
+    let config: LlamaConfig = serde_json::from_value(raw).map_err(|source| Error::Json {
+        path: config_path.clone(),
+        source,
+    })?;
+    let loaded = LoadedModel::new_llama(config, device, dir.to_path_buf())?;
+    let files = weight_files(dir)?;
+    let tensors = files
+        .iter()
+        .flat_map(|file| match Tensor::read_safetensors(file) {
+            Ok(named) => named
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.to_kind(Kind::Float).to_device(device))))
+                .collect(),
+            Err(e) => vec![Err(Error::from(e))],
+        });
+    // Tied checkpoints sometimes still carry a copy of the head.
+    let ignored: &[&str] = if loaded.config.tie_word_embeddings {
+        &["lm_head.weight"]
+    } else {
+        &[]
+    };
+    assign_weights(&loaded.vs, dir, tensors, ignored)?;
+    Ok(loaded)
+}
+
+/// The safetensors files of a directory, from its index when sharded.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    if index_path.exists() {
+        let index: Value = read_json(&index_path)?;
+        let map = index
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::Config {
+                path: index_path.clone(),
+                reason: "no `weight_map` object".into(),
+            })?;
+        let shards: BTreeSet<&str> = map.values().filter_map(Value::as_str).collect();
+        return shards
+            .into_iter()
+            .map(|name| {
+                // Shard names come from the file: keep them inside the directory.
+                let file = Path::new(name);
+                if file.components().count() != 1 {
+                    return Err(Error::Config {
+                        path: index_path.clone(),
+                        reason: format!("bad shard name `{name}`"),
+                    });
+                }
+                Ok(dir.join(file))
+            })
+            .collect();
+    }
+    let has_pickle =
+        dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists();
+    let reason = if has_pickle {
+        "holds only pickled pytorch_model.bin weights, which are never unpickled here; convert them once with \
+         `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`"
+    } else {
+        "has no model.safetensors or model.safetensors.index.json"
+    };
+    Err(Error::Weights {
+        path: dir.into(),
+        reason: reason.into(),
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Writes `config.json`, `generation_config.json` and `model.safetensors` (f32) into `dir`.
+/// The tokenizer files are written by the tokenizer. Files appear whole: each is written to
+/// a temporary name and renamed.
+pub fn save_dir(model: &LoadedModel, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let mut config = serde_json::to_value(&model.config).expect("config serialises");
+    let extra = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+        "use_cache": true,
+    });
+    config
+        .as_object_mut()
+        .expect("object")
+        .extend(extra.as_object().expect("object").clone());
+    write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&config).expect("json").as_bytes(),
+    )?;
+    let generation = json!({
+        "bos_token_id": model.config.bos_token_id,
+        "eos_token_id": model.config.eos_token_id,
+        "pad_token_id": model.config.pad_token_id,
+    });
+    write_atomic(
+        &dir.join("generation_config.json"),
+        serde_json::to_string_pretty(&generation)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    write_safetensors(&model.vs, &dir.join("model.safetensors"))
+}
+
+/// Writes every variable as f32 safetensors with `{"format": "pt"}` metadata (transformers checks it).
+pub fn write_safetensors(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut buffers = Vec::with_capacity(named.len());
+    for (name, tensor) in &named {
+        let flat = tensor
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view(-1);
+        let values = Vec::<f32>::try_from(&flat)?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+        buffers.push((name.clone(), shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches bytes");
+            (name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let bytes = safetensors::serialize(views, metadata).map_err(|source| Error::Safetensors {
+        path: path.into(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, then renames.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

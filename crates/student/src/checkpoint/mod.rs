@@ -1,0 +1,108 @@
+//! Checkpoint I/O: GGUF files and Hugging Face directories (config.json + safetensors).
+
+pub mod gguf;
+pub mod hf;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor, nn};
+
+use crate::error::{Error, Result};
+use crate::model::{CausalLm, Llama, LlamaConfig};
+
+/// A model with its variables and configuration.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The variables (weights) of `model`.
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: CausalLm,
+    /// Its configuration, as an HF `config.json` would hold it.
+    pub config: LlamaConfig,
+    /// Where it was loaded from.
+    pub source: PathBuf,
+}
+
+impl LoadedModel {
+    /// Builds a fresh Llama with `config` on `device` (weights as `nn` initialises them).
+    pub fn new_llama(config: LlamaConfig, device: Device, source: PathBuf) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config {
+            path: source.clone(),
+            reason,
+        })?;
+        let vs = nn::VarStore::new(device);
+        let model = CausalLm::Llama(Llama::new(&vs.root(), &config));
+        Ok(Self {
+            vs,
+            model,
+            config,
+            source,
+        })
+    }
+
+    /// Loads a checkpoint: a `.gguf` file, or an HF directory.
+    pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            hf::load_dir(path, device)
+        } else {
+            gguf::load_gguf(path, device)
+        }
+    }
+
+    /// Total number of parameters.
+    pub fn parameter_count(&self) -> u64 {
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum()
+    }
+}
+
+/// Copies named tensors into the store, checking that every variable is set exactly once
+/// with the right shape. `tensors` yields `(hf_name, tensor)`; unknown names are errors
+/// except those in `ignored`.
+pub(crate) fn assign_weights(
+    vs: &nn::VarStore,
+    source: &Path,
+    tensors: impl IntoIterator<Item = Result<(String, Tensor)>>,
+    ignored: &[&str],
+) -> Result<()> {
+    let mut vars: HashMap<String, Tensor> = vs.variables();
+    let mut missing: BTreeSet<String> = vars.keys().cloned().collect();
+    let _guard = tch::no_grad_guard();
+    for item in tensors {
+        let (name, value) = item?;
+        let Some(var) = vars.get_mut(&name) else {
+            if ignored.contains(&name.as_str()) {
+                continue;
+            }
+            return Err(Error::Weights {
+                path: source.into(),
+                reason: format!("unexpected tensor `{name}`"),
+            });
+        };
+        if var.size() != value.size() {
+            return Err(Error::Weights {
+                path: source.into(),
+                reason: format!(
+                    "`{name}` has shape {:?}, the model expects {:?}",
+                    value.size(),
+                    var.size()
+                ),
+            });
+        }
+        var.f_copy_(&value)?;
+        missing.remove(&name);
+    }
+    if !missing.is_empty() {
+        let list: Vec<_> = missing.into_iter().take(8).collect();
+        return Err(Error::Weights {
+            path: source.into(),
+            reason: format!("missing tensors: {}", list.join(", ")),
+        });
+    }
+    Ok(())
+}

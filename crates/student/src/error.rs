@@ -1,0 +1,67 @@
+//! Errors from building, loading, running and saving student models.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in distill-student.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A GGUF file could not be read.
+    #[error(transparent)]
+    Gguf(#[from] distill_gguf::Error),
+    /// libtorch reported an error.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// A `config.json` that does not parse or describes an unusable model.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file (or GGUF) the configuration came from.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A JSON file that does not parse.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A safetensors file that does not parse.
+    #[error("{path}: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// A checkpoint that lacks tensors the model needs, or has the wrong shapes.
+    #[error("{path}: {reason}")]
+    Weights {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Which tensors are missing or mismatched.
+        reason: String,
+    },
+    /// An architecture this crate does not implement.
+    #[error("unsupported architecture `{0}` (supported: llama, gpt2)")]
+    UnsupportedArchitecture(String),
+    /// Arguments that do not fit the model, such as token ids beyond the vocabulary.
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

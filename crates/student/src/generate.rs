@@ -1,0 +1,137 @@
+//! Autoregressive generation with a KV cache: greedy, temperature, top-k and top-p sampling,
+//! stop tokens, batches with left padding, and a streaming callback.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{CausalLm, ForwardInput, KvCache};
+
+/// How to pick tokens and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    /// Most tokens to add per sequence.
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: i64,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
+    pub top_p: f64,
+    /// Tokens that end a sequence (EOS and any others); they are not part of the output.
+    pub stop_tokens: Vec<i64>,
+    /// Padding id for left-padded batches.
+    pub pad_token: i64,
+    /// Seed for sampling.
+    pub seed: i64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            stop_tokens: vec![],
+            pad_token: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// Generates a continuation of each prompt. `on_token(row, token)` is called for every new
+/// token as soon as it is chosen. Returns the new tokens of each row, without stop tokens.
+pub fn generate(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    config: &GenerationConfig,
+    on_token: &mut dyn FnMut(usize, i64),
+) -> Result<Vec<Vec<i64>>> {
+    let vocab = model.vocab_size();
+    if prompts.is_empty() {
+        return Ok(vec![]);
+    }
+    if let Some(bad) = prompts.iter().flatten().find(|&&t| t < 0 || t >= vocab) {
+        return Err(Error::Input(format!(
+            "token id {bad} is outside the vocabulary (0..{vocab})"
+        )));
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(Error::Input("a prompt has no tokens".into()));
+    }
+    let _guard = tch::no_grad_guard();
+    if config.temperature > 0.0 {
+        tch::manual_seed(config.seed);
+    }
+    let device = model.device();
+    let batch = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let padded = batch > 1 && prompts.iter().any(|p| p.len() != width);
+
+    let mut ids = Vec::with_capacity(batch * width);
+    let mut mask = Vec::with_capacity(batch * width);
+    for p in prompts {
+        let pad = width - p.len();
+        ids.extend(std::iter::repeat_n(config.pad_token, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, p.len())));
+    }
+    let shape = [batch as i64, width as i64];
+    let mut input = Tensor::from_slice(&ids).reshape(shape).to_device(device);
+    let mut attention = padded.then(|| Tensor::from_slice(&mask).reshape(shape).to_device(device));
+    let mut cache = KvCache::new(model.layer_count());
+    let mut outputs = vec![Vec::new(); batch];
+    let mut done = vec![false; batch];
+
+    for _ in 0..config.max_new_tokens {
+        let forward = ForwardInput {
+            input_ids: &input,
+            attention_mask: attention.as_ref(),
+        };
+        let logits = model.forward(&forward, Some(&mut cache)).select(1, -1);
+        let next = pick(&logits, config);
+        let chosen = Vec::<i64>::try_from(&next)?;
+        for (row, &token) in chosen.iter().enumerate() {
+            if done[row] {
+                continue;
+            }
+            if config.stop_tokens.contains(&token) {
+                done[row] = true;
+            } else {
+                outputs[row].push(token);
+                on_token(row, token);
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        input = next.unsqueeze(1);
+        attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
+    }
+    Ok(outputs)
+}
+
+/// Picks the next token of each row from last-position logits `[batch, vocab]`.
+fn pick(logits: &Tensor, config: &GenerationConfig) -> Tensor {
+    if config.temperature <= 0.0 {
+        return logits.argmax(-1, false);
+    }
+    let mut scores = logits.to_kind(Kind::Float) / config.temperature;
+    if config.top_k > 0 && config.top_k < scores.size()[1] {
+        let (top, _) = scores.topk(config.top_k, -1, true, true);
+        let threshold = top.narrow(1, config.top_k - 1, 1);
+        scores = scores.masked_fill(&scores.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    if config.top_p < 1.0 {
+        let (sorted, order) = scores.sort(-1, true);
+        let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        // Drop a token when the mass before it already reaches p; the first always stays.
+        let before = &cumulative - sorted.softmax(-1, Kind::Float);
+        let drop_sorted = before.ge(config.top_p);
+        let drop = drop_sorted.scatter(1, &order, &drop_sorted);
+        scores = scores.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    scores
+        .softmax(-1, Kind::Float)
+        .multinomial(1, false)
+        .squeeze_dim(1)
+}

@@ -1,0 +1,434 @@
+//! The Llama family (Llama 2/3, SmolLM2, Qwen2-style with attention bias).
+//!
+//! Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023);
+//! reference implementation: transformers' `models/llama/modeling_llama.py`.
+//! Pre-norm decoder blocks: RMSNorm, grouped-query attention with rotary position
+//! embeddings (optionally with llama3 frequency scaling), and a SwiGLU MLP.
+//! Variable paths equal the HF weight names, so HF safetensors load as they are.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn};
+
+use super::{ForwardInput, KvCache};
+
+/// `config.json` as transformers writes it for `LlamaForCausalLM` (4.x and 5.x).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Width of the MLP.
+    pub intermediate_size: i64,
+    /// Number of decoder blocks.
+    pub num_hidden_layers: i64,
+    /// Number of query heads.
+    pub num_attention_heads: i64,
+    /// Number of key/value heads (grouped-query attention); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<i64>,
+    /// Per-head width; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<i64>,
+    /// Longest sequence the positions were trained for.
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (transformers 4.x spelling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling (transformers 4.x spelling), for example llama3's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeParameters>,
+    /// RoPE base and scaling (transformers 5.x spelling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Whether the output head shares the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Whether the attention projections have biases (Qwen2-style).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Beginning-of-sequence token.
+    #[serde(default)]
+    pub bos_token_id: Option<i64>,
+    /// End-of-sequence token(s).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// Padding token.
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
+}
+
+fn default_max_positions() -> i64 {
+    2048
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+/// RoPE parameters: the base, and an optional frequency scaling.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RopeParameters {
+    /// `default` or `llama3` (others are refused).
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    /// RoPE base (5.x puts it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// llama3: the context extension factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    /// llama3: below this many wavelengths per original context, frequencies are scaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_freq_factor: Option<f64>,
+    /// llama3: above this, frequencies are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_freq_factor: Option<f64>,
+    /// llama3: the context length the model was pretrained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<f64>,
+}
+
+impl LlamaConfig {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> i64 {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_width(&self) -> i64 {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The RoPE base, wherever the config spells it.
+    pub fn rope_base(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(10_000.0)
+    }
+
+    fn scaling(&self) -> Option<&RopeParameters> {
+        self.rope_scaling.as_ref().or(self.rope_parameters.as_ref())
+    }
+
+    /// Checks the shape arithmetic; returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+            ("head_dim", self.head_width()),
+        ];
+        if let Some((name, value)) = positive.iter().find(|(_, v)| *v <= 0) {
+            return Err(format!("{name} must be positive, got {value}"));
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            return Err(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                self.num_attention_heads,
+                self.kv_heads()
+            ));
+        }
+        if self.head_width() % 2 != 0 {
+            return Err(format!(
+                "head_dim ({}) must be even for rotary embeddings",
+                self.head_width()
+            ));
+        }
+        match self.scaling().and_then(|s| s.rope_type.as_deref()) {
+            None | Some("default") | Some("llama3") => Ok(()),
+            Some(other) => Err(format!("rope type `{other}` is not supported (default, llama3)")),
+        }
+    }
+
+    /// Inverse RoPE frequencies, `[head_dim / 2]`, with llama3 scaling where configured.
+    pub fn inverse_frequencies(&self) -> Vec<f64> {
+        let dim = self.head_width() as f64;
+        let base = self.rope_base();
+        let mut inv: Vec<f64> = (0..self.head_width() / 2)
+            .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim))
+            .collect();
+        if let Some(s) = self
+            .scaling()
+            .filter(|s| s.rope_type.as_deref() == Some("llama3"))
+        {
+            let factor = s.factor.unwrap_or(8.0);
+            let low = s.low_freq_factor.unwrap_or(1.0);
+            let high = s.high_freq_factor.unwrap_or(4.0);
+            let old_context = s.original_max_position_embeddings.unwrap_or(8192.0);
+            let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+            for f in &mut inv {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (old_context / wavelen - low) / (high - low);
+                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                }
+            }
+        }
+        inv
+    }
+}
+
+/// A Llama-family causal language model.
+#[derive(Debug)]
+pub struct Llama {
+    config: LlamaConfig,
+    embed_tokens: nn::Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when the head is tied to the embeddings.
+    lm_head: Option<nn::Linear>,
+    inv_freq: Tensor,
+}
+
+impl Llama {
+    /// Creates the model's variables under `root` (HF names: `model.…`, `lm_head`).
+    pub fn new(root: &nn::Path<'_>, config: &LlamaConfig) -> Self {
+        let model = root / "model";
+        let embed_tokens = nn::embedding(
+            &model / "embed_tokens",
+            config.vocab_size,
+            config.hidden_size,
+            Default::default(),
+        );
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Block::new(&(&model / "layers" / i), config))
+            .collect();
+        let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            let no_bias = nn::LinearConfig {
+                bias: false,
+                ..Default::default()
+            };
+            nn::linear(root / "lm_head", config.hidden_size, config.vocab_size, no_bias)
+        });
+        let inv_freq = Tensor::from_slice(&config.inverse_frequencies())
+            .to_kind(Kind::Float)
+            .to_device(root.device());
+        Self {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+        }
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> tch::Device {
+        self.embed_tokens.ws.device()
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Logits for every position, `[batch, seq, vocab]`. Appends to `cache` when given.
+    pub fn forward(&self, input: &ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor {
+        let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let positions = input.positions(past, seq);
+        let (cos, sin) = self.rotary(&positions);
+        let mask = input.attention_bias(batch, past, seq);
+
+        let mut x = input.input_ids.apply(&self.embed_tokens);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(&x, &cos, &sin, mask.as_ref(), layer_cache);
+        }
+        if let Some(c) = cache {
+            c.advance(seq);
+        }
+        let x = x.apply(&self.norm);
+        match &self.lm_head {
+            Some(head) => x.apply(head),
+            None => x.matmul(&self.embed_tokens.ws.tr()),
+        }
+    }
+
+    /// `cos` and `sin` for each position, `[batch, 1, seq, head_dim]`, in the model's dtype.
+    fn rotary(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        let kind = self.embed_tokens.ws.kind();
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+}
+
+/// Root-mean-square layer norm, computed in f32 as transformers does.
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(path: nn::Path<'_>, size: i64, eps: f64) -> Self {
+        Self {
+            weight: path.ones("weight", &[size]),
+            eps,
+        }
+    }
+}
+
+impl nn::Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x32 = x.to_kind(Kind::Float);
+        let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = x32 * (variance + self.eps).rsqrt();
+        &self.weight * normed.to_kind(kind)
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
+        let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.kv_heads(), c.head_width());
+        let with_bias = nn::LinearConfig {
+            bias: c.attention_bias,
+            ..Default::default()
+        };
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        Self {
+            q_proj: nn::linear(path / "q_proj", c.hidden_size, heads * head_dim, with_bias),
+            k_proj: nn::linear(path / "k_proj", c.hidden_size, kv_heads * head_dim, with_bias),
+            v_proj: nn::linear(path / "v_proj", c.hidden_size, kv_heads * head_dim, with_bias),
+            o_proj: nn::linear(path / "o_proj", heads * head_dim, c.hidden_size, no_bias),
+            heads,
+            kv_heads,
+            head_dim,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Tensor, Tensor)>,
+    ) -> Tensor {
+        let (batch, seq, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
+        let split = |t: Tensor, heads: i64| t.view([batch, seq, heads, self.head_dim]).transpose(1, 2);
+        let q = rotate(&split(x.apply(&self.q_proj), self.heads), cos, sin);
+        let mut k = rotate(&split(x.apply(&self.k_proj), self.kv_heads), cos, sin);
+        let mut v = split(x.apply(&self.v_proj), self.kv_heads);
+        if let Some((past_k, past_v)) = cache {
+            if past_k.numel() > 0 {
+                k = Tensor::cat(&[&*past_k, &k], 2);
+                v = Tensor::cat(&[&*past_v, &v], 2);
+            }
+            *past_k = k.shallow_clone();
+            *past_v = v.shallow_clone();
+        }
+        // Without a mask (one sequence, no cache) the kernel's own causal path is fastest.
+        let causal = mask.is_none() && k.size()[2] == seq;
+        let gqa = self.heads != self.kv_heads;
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
+        out.transpose(1, 2)
+            .reshape([batch, seq, self.heads * self.head_dim])
+            .apply(&self.o_proj)
+    }
+}
+
+/// Applies rotary embeddings: `x * cos + rotate_half(x) * sin`.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(-1, 0, half);
+    let x2 = x.narrow(-1, half, half);
+    let rotated = Tensor::cat(&[&(-x2), &x1], -1);
+    x * cos + rotated * sin
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Mlp {
+    fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
+        let cfg = nn::LinearConfig {
+            bias: c.mlp_bias,
+            ..Default::default()
+        };
+        Self {
+            gate_proj: nn::linear(path / "gate_proj", c.hidden_size, c.intermediate_size, cfg),
+            up_proj: nn::linear(path / "up_proj", c.hidden_size, c.intermediate_size, cfg),
+            down_proj: nn::linear(path / "down_proj", c.intermediate_size, c.hidden_size, cfg),
+        }
+    }
+}
+
+impl nn::Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        (x.apply(&self.gate_proj).silu() * x.apply(&self.up_proj)).apply(&self.down_proj)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
+        Self {
+            input_layernorm: RmsNorm::new(path / "input_layernorm", c.hidden_size, c.rms_norm_eps),
+            self_attn: Attention::new(&(path / "self_attn"), c),
+            post_attention_layernorm: RmsNorm::new(
+                path / "post_attention_layernorm",
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            mlp: Mlp::new(&(path / "mlp"), c),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Tensor, Tensor)>,
+    ) -> Tensor {
+        let h = x + self
+            .self_attn
+            .forward(&x.apply(&self.input_layernorm), cos, sin, mask, cache);
+        &h + h.apply(&self.post_attention_layernorm).apply(&self.mlp)
+    }
+}

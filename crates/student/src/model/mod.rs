@@ -1,0 +1,173 @@
+//! Model architectures, their inputs and their key/value cache.
+
+pub mod llama;
+
+use tch::{Device, Kind, Tensor};
+
+pub use llama::{Llama, LlamaConfig};
+
+/// The inputs of one forward pass.
+#[derive(Debug)]
+pub struct ForwardInput<'a> {
+    /// Token ids, `[batch, seq]`, i64.
+    pub input_ids: &'a Tensor,
+    /// `[batch, past + seq]`: 1 for real tokens, 0 for (left) padding. `None` means no padding.
+    pub attention_mask: Option<&'a Tensor>,
+}
+
+impl<'a> ForwardInput<'a> {
+    /// Input without padding.
+    pub fn new(input_ids: &'a Tensor) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+        }
+    }
+
+    /// Position ids `[batch, seq]`; with a mask, left padding does not advance positions.
+    fn positions(&self, past: i64, seq: i64) -> Tensor {
+        let device = self.input_ids.device();
+        match self.attention_mask {
+            Some(mask) => (mask.cumsum(-1, Kind::Int64) - 1)
+                .clamp_min(0)
+                .narrow(1, past, seq),
+            None => Tensor::arange_start(past, past + seq, (Kind::Int64, device))
+                .unsqueeze(0)
+                .expand([self.input_ids.size()[0], seq], false),
+        }
+    }
+
+    /// A boolean mask `[batch, 1, seq, past + seq]` (true = may attend), or `None` when the
+    /// attention kernel's own causal flag (or no mask at all, for one new token) suffices.
+    fn attention_bias(&self, batch: i64, past: i64, seq: i64) -> Option<Tensor> {
+        if self.attention_mask.is_none() && (past == 0 || seq == 1) {
+            return None;
+        }
+        let device = self.input_ids.device();
+        let query = Tensor::arange_start(past, past + seq, (Kind::Int64, device)).unsqueeze(1);
+        let key = Tensor::arange(past + seq, (Kind::Int64, device)).unsqueeze(0);
+        let causal = key.le_tensor(&query).view([1, 1, seq, past + seq]);
+        let Some(mask) = self.attention_mask else {
+            return Some(causal.expand([batch, 1, seq, past + seq], false));
+        };
+        let keys = mask.to_kind(Kind::Bool).view([batch, 1, 1, past + seq]);
+        // Every query may see itself, so rows of pure padding do not become NaN.
+        let diagonal = key.eq_tensor(&query).view([1, 1, seq, past + seq]);
+        Some(causal.logical_and(&keys).logical_or(&diagonal))
+    }
+}
+
+/// Keys and values of earlier positions, one `(k, v)` pair per layer, `[batch, kv_heads, len, head_dim]`.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: i64,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `layers` blocks.
+    pub fn new(layers: usize) -> Self {
+        let empty = || (Tensor::new(), Tensor::new());
+        Self {
+            layers: (0..layers).map(|_| empty()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn layer_mut(&mut self, i: usize) -> &mut (Tensor, Tensor) {
+        &mut self.layers[i]
+    }
+
+    fn advance(&mut self, seq: i64) {
+        self.len += seq;
+    }
+
+    /// Keeps only the batch rows in `rows` (for dropping finished sequences).
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for (k, v) in &mut self.layers {
+            if k.numel() > 0 {
+                *k = k.index_select(0, rows);
+                *v = v.index_select(0, rows);
+            }
+        }
+    }
+}
+
+/// A causal language model of any supported architecture.
+#[derive(Debug)]
+pub enum CausalLm {
+    /// Llama family.
+    Llama(Llama),
+}
+
+impl CausalLm {
+    /// Logits `[batch, seq, vocab]` for every position.
+    pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        match self {
+            CausalLm::Llama(m) => m.forward(input, cache),
+        }
+    }
+
+    /// Number of decoder blocks (for sizing a [`KvCache`]).
+    pub fn layer_count(&self) -> usize {
+        match self {
+            CausalLm::Llama(m) => m.config().num_hidden_layers as usize,
+        }
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> Device {
+        match self {
+            CausalLm::Llama(m) => m.device(),
+        }
+    }
+
+    /// Vocabulary size of the output head.
+    pub fn vocab_size(&self) -> i64 {
+        match self {
+            CausalLm::Llama(m) => m.config().vocab_size,
+        }
+    }
+}
+
+/// Floating-point precision for weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats (the only choice on a CPU for training).
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// The libtorch kind.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::F16 => Kind::Half,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// Where to run: `auto` picks CUDA when available.
+pub fn resolve_device(cuda: Option<bool>) -> Device {
+    match cuda {
+        Some(true) => Device::Cuda(0),
+        Some(false) => Device::Cpu,
+        None => Device::cuda_if_available(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Model parity with transformers: tiny random Llamas to 1e-4 on logits, and SmolLM2 from the
+//! offline GGUF (dequantized weights to 1e-6, greedy tokens identical). Fixtures and the script
+//! that made them are in `tests/fixtures/model/`.
+
+#[path = "../../gguf/tests/support/assets.rs"]
+mod assets;
+
+use std::path::{Path, PathBuf};
+
+use distill_student::{ForwardInput, GenerationConfig, LoadedModel, generate};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(name)
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn tensor_2d_i64(v: &Value) -> Tensor {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
+    let width = rows[0].len() as i64;
+    Tensor::from_slice(&rows.concat()).reshape([rows.len() as i64, width])
+}
+
+fn tensor_3d_f32(v: &Value) -> Tensor {
+    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(v.clone()).unwrap();
+    let (a, b, c) = (rows.len() as i64, rows[0].len() as i64, rows[0][0].len() as i64);
+    Tensor::from_slice(&rows.concat().concat()).reshape([a, b, c])
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn check_tiny(name: &str) {
+    let dir = fixture(name);
+    let model = LoadedModel::load(&dir, Device::Cpu).unwrap();
+    let expected = json(&dir.join("logits.json"));
+    let ids = tensor_2d_i64(&expected["input_ids"]);
+    let _guard = tch::no_grad_guard();
+
+    let logits = model.model.forward(&ForwardInput::new(&ids), None);
+    let diff = max_abs_diff(&logits, &tensor_3d_f32(&expected["logits"]));
+    assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+
+    // Left padding: compare only the real positions of the padded row, and the full other row.
+    let mask = tensor_2d_i64(&expected["attention_mask"]);
+    let input = ForwardInput {
+        input_ids: &ids,
+        attention_mask: Some(&mask),
+    };
+    let padded = model.model.forward(&input, None);
+    let want = tensor_3d_f32(&expected["padded_logits"]);
+    let real = mask.to_kind(Kind::Bool).unsqueeze(-1);
+    let diff = max_abs_diff(&padded.masked_select(&real), &want.masked_select(&real));
+    assert!(diff <= 1e-4, "{name}: padded logits differ by {diff}");
+}
+
+#[test]
+fn tiny_llama_with_gqa_tied_head_and_llama3_rope_matches_transformers() {
+    check_tiny("tiny_llama_gqa");
+}
+
+#[test]
+fn tiny_llama_with_attention_bias_and_untied_head_matches_transformers() {
+    check_tiny("tiny_llama_bias");
+}
+
+#[test]
+fn cached_decoding_equals_a_full_forward() {
+    let model = LoadedModel::load(fixture("tiny_llama_gqa"), Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(&[5i64, 17, 42, 8, 99, 3, 64]).reshape([1, 7]);
+    let _guard = tch::no_grad_guard();
+    let full = model.model.forward(&ForwardInput::new(&ids), None);
+    let mut cache = distill_student::KvCache::new(model.model.layer_count());
+    let head = ids.narrow(1, 0, 4);
+    let mut steps = vec![model.model.forward(&ForwardInput::new(&head), Some(&mut cache))];
+    for t in 4..7 {
+        steps.push(
+            model
+                .model
+                .forward(&ForwardInput::new(&ids.narrow(1, t, 1)), Some(&mut cache)),
+        );
+    }
+    let diff = max_abs_diff(&full, &Tensor::cat(&steps, 1));
+    assert!(diff <= 1e-5, "cached logits differ by {diff}");
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers_weights_and_greedy_tokens() {
+    let expected = json(&fixture("smollm2.json"));
+    let model = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    assert_eq!(model.parameter_count(), 134_515_008);
+
+    let vars = model.vs.variables();
+    for (name, sample) in expected["samples"].as_object().unwrap() {
+        let flat = vars[name].flatten(0, -1);
+        let shape: Vec<i64> = serde_json::from_value(sample["shape"].clone()).unwrap();
+        assert_eq!(vars[name].size(), shape, "{name}");
+        let indices: Vec<i64> = serde_json::from_value(sample["indices"].clone()).unwrap();
+        let values: Vec<f32> = serde_json::from_value(sample["values"].clone()).unwrap();
+        let ours = Vec::<f32>::try_from(flat.index_select(0, &Tensor::from_slice(&indices))).unwrap();
+        for (i, (a, b)) in ours.iter().zip(&values).enumerate() {
+            assert!((a - b).abs() <= 1e-6, "{name}[{}]: {a} vs {b}", indices[i]);
+        }
+    }
+
+    for case in expected["generations"].as_array().unwrap() {
+        let prompt: Vec<i64> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+        let want: Vec<i64> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
+        let config = GenerationConfig {
+            max_new_tokens: want.len(),
+            ..Default::default()
+        };
+        let got = generate(&model.model, &[prompt], &config, &mut |_, _| {}).unwrap();
+        assert_eq!(got[0], want, "greedy tokens for {}", case["messages"]);
+    }
+}
