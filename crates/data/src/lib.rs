@@ -12,6 +12,8 @@
 //! | [`encoding`] | the three JSONL encodings (lab, chat fine-tuning, full) and [`encode_line`] |
 //! | [`reader`] | [`ExampleReader`], the streaming reader (strict or lenient, any encoding) |
 //! | [`writer`] | [`ExampleWriter`], the crash-safe append writer used by the teacher |
+//! | [`finetune`] | OpenAI / Azure OpenAI chat fine-tuning export and [`validate_finetune_file`] |
+//! | [`ops`] | dedup, split, filter, stats; file-level convert, merge and split |
 //! | [`prompts`] | [`PromptSource`] and the prompt file formats; deterministic [`pick`] |
 //! | [`error`] | [`Error`], with file, line and column for bad input |
 //!
@@ -21,6 +23,7 @@
 pub mod encoding;
 pub mod error;
 pub mod example;
+pub mod finetune;
 mod lines;
 pub mod ops;
 pub mod prompts;
@@ -33,6 +36,7 @@ pub use example::{
     Example, FORMAT_VERSION, FinishReason, MAX_TOP_LOGPROBS, Message, Metadata, Role, Split, TeacherInfo,
     TokenLogprob, TopLogprob, Usage,
 };
+pub use finetune::{FinetuneReport, FinetuneTarget, export_finetune, validate_finetune_file};
 pub use prompts::{Prompt, PromptSource, pick, shuffle};
 pub use reader::{DuplicateIds, ExampleReader, Mode, ReadReport, ReaderOptions, read_file};
 pub use writer::{DEFAULT_MAX_LINE_BYTES, ExampleWriter, SyncPolicy, TornTail, WriterOptions};

@@ -18,6 +18,8 @@ pub(crate) struct LineInfo {
     /// Whether the line was longer than the cap; the buffer then holds only its first
     /// `cap` bytes.
     pub too_long: bool,
+    /// Whether a `\r` before the `\n` was removed.
+    pub crlf: bool,
 }
 
 pub(crate) struct LineReader<R> {
@@ -75,7 +77,8 @@ impl<R: BufRead> LineReader<R> {
         if !any {
             return Ok(None);
         }
-        if !too_long && buf.last() == Some(&b'\r') {
+        let crlf = terminated && !too_long && buf.last() == Some(&b'\r');
+        if crlf {
             buf.pop();
         }
         self.line += 1;
@@ -84,6 +87,7 @@ impl<R: BufRead> LineReader<R> {
             offset: start,
             terminated,
             too_long,
+            crlf,
         }))
     }
 }
@@ -119,10 +123,12 @@ mod tests {
                 number: 4,
                 offset: 8,
                 terminated: false,
-                too_long: false
+                too_long: false,
+                crlf: false,
             }
         );
         assert!(got[0].1.terminated);
+        assert!(got[0].1.crlf && !got[1].1.crlf);
     }
 
     #[test]
