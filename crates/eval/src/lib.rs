@@ -5,6 +5,7 @@
 
 pub mod bleu;
 mod error;
+pub mod rouge;
 pub mod text;
 
 pub use error::{BoxError, Error, Result};

@@ -13,11 +13,19 @@ fn tokenizers_match_sacrebleu() {
         let hyp = str_of(&pair["hyp"]);
         let stripped = distill_eval::text::python_rstrip(hyp);
         if let Some(expected) = pair.get("tok13a") {
-            assert_eq!(BleuTokenizer::Tok13a.tokenize(stripped), str_of(expected), "13a, pair {i}: {hyp:?}");
+            assert_eq!(
+                BleuTokenizer::Tok13a.tokenize(stripped),
+                str_of(expected),
+                "13a, pair {i}: {hyp:?}"
+            );
             checked += 1;
         }
         if let Some(expected) = pair.get("tokintl") {
-            assert_eq!(BleuTokenizer::Intl.tokenize(stripped), str_of(expected), "intl, pair {i}: {hyp:?}");
+            assert_eq!(
+                BleuTokenizer::Intl.tokenize(stripped),
+                str_of(expected),
+                "intl, pair {i}: {hyp:?}"
+            );
         }
     }
     assert!(checked > 500, "only {checked} tokenizations checked");
@@ -26,9 +34,17 @@ fn tokenizers_match_sacrebleu() {
 #[test]
 fn sentence_bleu_matches_every_pair_and_variant() {
     let meta = read_json("meta.json");
-    let variants: Vec<&str> = meta["bleu_variants"].as_array().unwrap().iter().map(str_of).collect();
+    let variants: Vec<&str> = meta["bleu_variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
     assert_eq!(variants.len(), 32);
-    let scorers: Vec<Bleu> = variants.iter().map(|v| Bleu::new(config_of(v, true)).unwrap()).collect();
+    let scorers: Vec<Bleu> = variants
+        .iter()
+        .map(|v| Bleu::new(config_of(v, true)).unwrap())
+        .collect();
     let pairs = read_jsonl("pairs.jsonl");
     assert!(pairs.len() >= 2000);
     for (i, pair) in pairs.iter().enumerate() {
@@ -51,8 +67,16 @@ fn corpus_bleu_matches_every_variant() {
         for (key, expected) in corpus[section].as_object().unwrap() {
             let bleu = Bleu::new(config_of(key, eff)).unwrap();
             let score = bleu.corpus_score(&hyps, &refs).unwrap();
-            assert_close(score.score, f64_of(&expected["score"]), &format!("{section} {key}"));
-            assert_eq!(score.signature.to_string(), str_of(&expected["signature"]), "{section} {key}");
+            assert_close(
+                score.score,
+                f64_of(&expected["score"]),
+                &format!("{section} {key}"),
+            );
+            assert_eq!(
+                score.signature.to_string(),
+                str_of(&expected["signature"]),
+                "{section} {key}"
+            );
             if section == "bleu" {
                 assert_eq!(score.format(), str_of(&expected["formatted"]), "{key}");
                 assert_eq!(score.sys_len, expected["sys_len"].as_u64().unwrap(), "{key}");
@@ -62,8 +86,12 @@ fn corpus_bleu_matches_every_variant() {
                     assert_close(score.bp, f64_of(&expected["bp"]), &key);
                 }
                 if !key.ends_with("add-k") {
-                    let counts: Vec<u64> =
-                        expected["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+                    let counts: Vec<u64> = expected["counts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap())
+                        .collect();
                     assert_eq!(score.counts, counts, "{key}");
                 }
             }
@@ -78,7 +106,14 @@ fn multiple_references_match() {
     let hyps: Vec<&str> = segs.iter().map(|s| str_of(&s["hyp"])).collect();
     let present: Vec<Vec<&str>> = segs
         .iter()
-        .map(|s| s["refs"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect())
+        .map(|s| {
+            s["refs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.as_str())
+                .collect()
+        })
         .collect();
     let sentence = Bleu::new(BleuConfig::sentence()).unwrap();
     for (i, s) in segs.iter().enumerate() {
@@ -87,8 +122,15 @@ fn multiple_references_match() {
     }
     let bleu = Bleu::new(BleuConfig::default()).unwrap();
     let var = bleu.corpus_score_by_segment(&hyps, &present).unwrap();
-    assert_close(var.score, f64_of(&expected["variable"]["score"]), &"variable references");
-    assert_eq!(var.signature.to_string(), str_of(&expected["variable"]["signature"]));
+    assert_close(
+        var.score,
+        f64_of(&expected["variable"]["score"]),
+        &"variable references",
+    );
+    assert_eq!(
+        var.signature.to_string(),
+        str_of(&expected["variable"]["signature"])
+    );
 
     // Missing references are replaced by the first one to make three full streams.
     let streams: Vec<Vec<&str>> = (0..3)
@@ -102,8 +144,15 @@ fn multiple_references_match() {
         if key == "variable" {
             continue;
         }
-        let score = Bleu::new(config_of(key, false)).unwrap().corpus_score(&hyps, &streams).unwrap();
-        assert_close(score.score, f64_of(&exp["score"]), &format!("3 references, {key}"));
+        let score = Bleu::new(config_of(key, false))
+            .unwrap()
+            .corpus_score(&hyps, &streams)
+            .unwrap();
+        assert_close(
+            score.score,
+            f64_of(&exp["score"]),
+            &format!("3 references, {key}"),
+        );
         assert_eq!(score.signature.to_string(), str_of(&exp["signature"]));
     }
 }

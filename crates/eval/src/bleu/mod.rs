@@ -115,7 +115,10 @@ impl Default for BleuConfig {
 impl BleuConfig {
     /// sacrebleu's `sentence_bleu` defaults: as [`Default`] with effective order on.
     pub fn sentence() -> Self {
-        BleuConfig { effective_order: true, ..BleuConfig::default() }
+        BleuConfig {
+            effective_order: true,
+            ..BleuConfig::default()
+        }
     }
 }
 
@@ -148,7 +151,12 @@ impl fmt::Display for BleuSignature {
         let c = &self.config;
         let case = if c.lowercase { "lc" } else { "mixed" };
         let eff = if c.effective_order { "yes" } else { "no" };
-        write!(f, "case:{case}|eff:{eff}|tok:{}|smooth:{}", c.tokenizer.signature(), c.smoothing.method())?;
+        write!(
+            f,
+            "case:{case}|eff:{eff}|tok:{}|smooth:{}",
+            c.tokenizer.signature(),
+            c.smoothing.method()
+        )?;
         match c.smoothing {
             Smoothing::Floor(v) | Smoothing::AddK(v) => write!(f, "[{v:.2}]")?,
             Smoothing::None | Smoothing::Exp => {}
@@ -181,7 +189,11 @@ pub struct BleuScore {
 impl BleuScore {
     /// `sys_len / ref_len`, or 0 without references.
     pub fn ratio(&self) -> f64 {
-        if self.ref_len == 0 { 0.0 } else { self.sys_len as f64 / self.ref_len as f64 }
+        if self.ref_len == 0 {
+            0.0
+        } else {
+            self.sys_len as f64 / self.ref_len as f64
+        }
     }
 
     /// The line sacrebleu prints, for example
@@ -220,7 +232,9 @@ impl Bleu {
         if let Smoothing::Floor(v) | Smoothing::AddK(v) = config.smoothing
             && !(v.is_finite() && v >= 0.0)
         {
-            return Err(Error::InvalidConfig(format!("smoothing value must be finite and >= 0, got {v}")));
+            return Err(Error::InvalidConfig(format!(
+                "smoothing value must be finite and >= 0, got {v}"
+            )));
         }
         Ok(Bleu { config })
     }
@@ -306,7 +320,9 @@ impl Bleu {
                 });
             }
         }
-        Ok(self.segment_stats_with(hypotheses, |i| references.iter().map(move |s| s[i].as_ref()))?.segments)
+        Ok(self
+            .segment_stats_with(hypotheses, |i| references.iter().map(move |s| s[i].as_ref()))?
+            .segments)
     }
 
     /// BLEU from (summed) sufficient statistics, sacrebleu's `compute_bleu`.
@@ -328,7 +344,10 @@ impl Bleu {
             bp,
             sys_len: stats.hyp_len,
             ref_len: stats.ref_len,
-            signature: BleuSignature { nrefs, config: self.config },
+            signature: BleuSignature {
+                nrefs,
+                config: self.config,
+            },
         }
     }
 
@@ -381,7 +400,11 @@ fn compute_bleu(
     let max_order = correct.len();
     let mut bp = 1.0;
     if sys_len < ref_len {
-        bp = if sys_len > 0 { (1.0 - ref_len as f64 / sys_len as f64).exp() } else { 0.0 };
+        bp = if sys_len > 0 {
+            (1.0 - ref_len as f64 / sys_len as f64).exp()
+        } else {
+            0.0
+        };
     }
     let mut precisions = vec![0.0; max_order];
     if correct.iter().all(|&c| c == 0) {
@@ -417,7 +440,9 @@ fn compute_bleu(
             precisions[n - 1] = 100.0 * c / t;
         }
     }
-    let log_sum = precisions[..eff_order].iter().fold(0.0, |acc, &p| acc + my_log(p));
+    let log_sum = precisions[..eff_order]
+        .iter()
+        .fold(0.0, |acc, &p| acc + my_log(p));
     (bp * (log_sum / eff_order as f64).exp(), precisions, bp)
 }
 
@@ -427,14 +452,30 @@ mod tests {
 
     #[test]
     fn signature_forms() {
-        let mut c = BleuConfig { smoothing: Smoothing::FLOOR, lowercase: true, ..BleuConfig::default() };
-        let sig = BleuSignature { nrefs: RefCount::Fixed(2), config: c };
-        assert_eq!(sig.to_string(), "nrefs:2|case:lc|eff:no|tok:13a|smooth:floor[0.10]|version:2.6.0");
+        let mut c = BleuConfig {
+            smoothing: Smoothing::FLOOR,
+            lowercase: true,
+            ..BleuConfig::default()
+        };
+        let sig = BleuSignature {
+            nrefs: RefCount::Fixed(2),
+            config: c,
+        };
+        assert_eq!(
+            sig.to_string(),
+            "nrefs:2|case:lc|eff:no|tok:13a|smooth:floor[0.10]|version:2.6.0"
+        );
         c.smoothing = Smoothing::ADD_K;
         c.effective_order = true;
         c.tokenizer = BleuTokenizer::Intl;
-        let sig = BleuSignature { nrefs: RefCount::Variable, config: c };
-        assert_eq!(sig.to_string(), "nrefs:var|case:lc|eff:yes|tok:intl|smooth:add-k[1.00]|version:2.6.0");
+        let sig = BleuSignature {
+            nrefs: RefCount::Variable,
+            config: c,
+        };
+        assert_eq!(
+            sig.to_string(),
+            "nrefs:var|case:lc|eff:yes|tok:intl|smooth:add-k[1.00]|version:2.6.0"
+        );
     }
 
     #[test]
@@ -462,7 +503,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_config_and_mismatched_streams() {
-        let bad = BleuConfig { max_ngram_order: 5, ..BleuConfig::default() };
+        let bad = BleuConfig {
+            max_ngram_order: 5,
+            ..BleuConfig::default()
+        };
         assert!(Bleu::new(bad).is_err());
         let bleu = Bleu::new(BleuConfig::default()).unwrap();
         assert!(bleu.corpus_score(&["a", "b"], &[vec!["a"]]).is_err());

@@ -93,7 +93,11 @@ impl Engine {
         let hyp_len = self.tokenize(hypothesis)?;
         self.count_ngrams();
 
-        let mut stats = BleuStats { hyp_len, ref_len: closest_ref_len(hyp_len, &self.ref_lens), ..Default::default() };
+        let mut stats = BleuStats {
+            hyp_len,
+            ref_len: closest_ref_len(hyp_len, &self.ref_lens),
+            ..Default::default()
+        };
         let mut r = 0;
         for &(key, count) in &self.counts {
             let n = (key >> (4 * ID_BITS)) as usize;
@@ -120,23 +124,27 @@ impl Engine {
         self.ids.clear();
         let (vocab, ids) = (&mut self.vocab, &mut self.ids);
         let mut overflow = false;
-        self.config.tokenizer.for_each_token(line, &mut self.scratch, |token| {
-            let next = vocab.len();
-            let id = match vocab.get(token) {
-                Some(&id) => id,
-                None if next < MAX_IDS => {
-                    vocab.insert(token.into(), next as u32);
-                    next as u32
-                }
-                None => {
-                    overflow = true;
-                    0
-                }
-            };
-            ids.push(id);
-        });
+        self.config
+            .tokenizer
+            .for_each_token(line, &mut self.scratch, |token| {
+                let next = vocab.len();
+                let id = match vocab.get(token) {
+                    Some(&id) => id,
+                    None if next < MAX_IDS => {
+                        vocab.insert(token.into(), next as u32);
+                        next as u32
+                    }
+                    None => {
+                        overflow = true;
+                        0
+                    }
+                };
+                ids.push(id);
+            });
         if overflow {
-            return Err(Error::InvalidConfig(format!("more than {MAX_IDS} distinct tokens")));
+            return Err(Error::InvalidConfig(format!(
+                "more than {MAX_IDS} distinct tokens"
+            )));
         }
         Ok(self.ids.len() as u64)
     }

@@ -192,26 +192,44 @@ fn tokenize_13a(line: &str, scratch: &mut Scratch) {
     a.push(' ');
     let b = &mut scratch.b;
     // Rule 2: `([^0-9])([\.,])` -> `\1 \2 `.
-    pair_pass(a, b, |c| !is_ascii_digit(c), is_period_or_comma, |o, c, d| {
-        o.push(c);
-        o.push(' ');
-        o.push(d);
-        o.push(' ');
-    });
+    pair_pass(
+        a,
+        b,
+        |c| !is_ascii_digit(c),
+        is_period_or_comma,
+        |o, c, d| {
+            o.push(c);
+            o.push(' ');
+            o.push(d);
+            o.push(' ');
+        },
+    );
     // Rule 3: `([\.,])([^0-9])` -> ` \1 \2`.
-    pair_pass(b, a, is_period_or_comma, |c| !is_ascii_digit(c), |o, c, d| {
-        o.push(' ');
-        o.push(c);
-        o.push(' ');
-        o.push(d);
-    });
+    pair_pass(
+        b,
+        a,
+        is_period_or_comma,
+        |c| !is_ascii_digit(c),
+        |o, c, d| {
+            o.push(' ');
+            o.push(c);
+            o.push(' ');
+            o.push(d);
+        },
+    );
     // Rule 4: `([0-9])(-)` -> `\1 \2 `.
-    pair_pass(a, b, is_ascii_digit, |c| c == '-', |o, c, d| {
-        o.push(c);
-        o.push(' ');
-        o.push(d);
-        o.push(' ');
-    });
+    pair_pass(
+        a,
+        b,
+        is_ascii_digit,
+        |c| c == '-',
+        |o, c, d| {
+            o.push(c);
+            o.push(' ');
+            o.push(d);
+            o.push(' ');
+        },
+    );
     std::mem::swap(&mut scratch.a, &mut scratch.b);
 }
 
@@ -249,19 +267,31 @@ fn is_symbol(c: char) -> bool {
 /// whitespace normalisation) in `scratch.a`.
 fn tokenize_intl(line: &str, scratch: &mut Scratch) {
     // `(\P{N})(\p{P})` -> `\1 \2 `.
-    pair_pass(line, &mut scratch.b, |c| !is_number(c), is_punctuation, |o, c, d| {
-        o.push(c);
-        o.push(' ');
-        o.push(d);
-        o.push(' ');
-    });
+    pair_pass(
+        line,
+        &mut scratch.b,
+        |c| !is_number(c),
+        is_punctuation,
+        |o, c, d| {
+            o.push(c);
+            o.push(' ');
+            o.push(d);
+            o.push(' ');
+        },
+    );
     // `(\p{P})(\P{N})` -> ` \1 \2`.
-    pair_pass(&scratch.b, &mut scratch.a, is_punctuation, |c| !is_number(c), |o, c, d| {
-        o.push(' ');
-        o.push(c);
-        o.push(' ');
-        o.push(d);
-    });
+    pair_pass(
+        &scratch.b,
+        &mut scratch.a,
+        is_punctuation,
+        |c| !is_number(c),
+        |o, c, d| {
+            o.push(' ');
+            o.push(c);
+            o.push(' ');
+            o.push(d);
+        },
+    );
     // `(\p{S})` -> ` \1 `.
     let (a, b) = (&mut scratch.a, &mut scratch.b);
     b.clear();
@@ -285,7 +315,10 @@ mod tests {
     fn thirteen_a_examples() {
         let t = BleuTokenizer::Tok13a;
         assert_eq!(t.tokenize("Hello, world!"), "Hello , world !");
-        assert_eq!(t.tokenize("It costs $1,000.50 (10%)."), "It costs $ 1,000.50 ( 10 % ) .");
+        assert_eq!(
+            t.tokenize("It costs $1,000.50 (10%)."),
+            "It costs $ 1,000.50 ( 10 % ) ."
+        );
         assert_eq!(t.tokenize("pages 3-4, well-known"), "pages 3 - 4 , well-known");
         assert_eq!(t.tokenize("a &amp;lt; b"), "a < b");
         assert_eq!(t.tokenize("co-\noperate <skipped>now"), "cooperate now");
@@ -294,7 +327,10 @@ mod tests {
     #[test]
     fn intl_examples() {
         let t = BleuTokenizer::Intl;
-        assert_eq!(t.tokenize("«Bonjour», dit-il… 1,000.50€"), "« Bonjour » , dit - il … 1,000.50 €");
+        assert_eq!(
+            t.tokenize("«Bonjour», dit-il… 1,000.50€"),
+            "« Bonjour » , dit - il … 1,000.50 €"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use distill_eval::bleu::{BleuConfig, BleuTokenizer, Smoothing};
 use serde_json::Value;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn read_json(name: &str) -> Value {
@@ -17,7 +19,9 @@ pub fn read_json(name: &str) -> Value {
 
 pub fn read_jsonl(name: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(fixture(name)).expect("fixture");
-    text.lines().map(|l| serde_json::from_str(l).expect("fixture JSON line")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("fixture JSON line"))
+        .collect()
 }
 
 /// A `tok/case/smooth` variant key of the fixtures as a config.
@@ -43,5 +47,8 @@ pub fn str_of(v: &Value) -> &str {
 /// Asserts `|a - b| <= 1e-9`, naming what differs.
 #[track_caller]
 pub fn assert_close(actual: f64, expected: f64, what: &dyn std::fmt::Display) {
-    assert!((actual - expected).abs() <= 1e-9, "{what}: got {actual}, sacrebleu/rouge-score gave {expected}");
+    assert!(
+        (actual - expected).abs() <= 1e-9,
+        "{what}: got {actual}, sacrebleu/rouge-score gave {expected}"
+    );
 }
