@@ -547,7 +547,10 @@ impl BatchRunner {
             return Err(format!("HTTP {}: {message}", response.status_code));
         }
         let body = serde_json::to_vec(&response.body).map_err(|e| e.to_string())?;
-        parse_response("batch output", &body, |b| self.endpoint.transport.scrubbed(b)).map_err(|e| e.reason())
+        parse_response("batch output", &body, self.options.params.top_logprobs, |b| {
+            self.endpoint.transport.scrubbed(b)
+        })
+        .map_err(|e| e.reason())
     }
 
     async fn retrying_json<T, F, Fut>(

@@ -86,7 +86,16 @@ struct AzureChoiceFilters {
 }
 
 /// Parses a chat completion body. `latency` is filled in by the caller.
-pub(crate) fn parse_response(url: &str, body: &[u8], keep: impl Fn(&[u8]) -> String) -> Result<Completion> {
+///
+/// Some OpenAI-compatible servers (llama.cpp's) append the sampled token to `top_logprobs`
+/// when it is not among the `top_k` most likely; such lists are cut back to `top_k`, so the
+/// field always means "the k most likely alternatives".
+pub(crate) fn parse_response(
+    url: &str,
+    body: &[u8],
+    top_k: u8,
+    keep: impl Fn(&[u8]) -> String,
+) -> Result<Completion> {
     let response: CreateChatCompletionResponse =
         serde_json::from_slice(body).map_err(|source| Error::Decode {
             url: url.to_owned(),
@@ -120,7 +129,7 @@ pub(crate) fn parse_response(url: &str, body: &[u8], keep: impl Fn(&[u8]) -> Str
             logprobs: c
                 .logprobs
                 .and_then(|l| l.content)
-                .map(|tokens| tokens.into_iter().map(token).collect()),
+                .map(|tokens| tokens.into_iter().map(|t| token(t, usize::from(top_k))).collect()),
             content_filter_results: filter_for(c.index, position),
         })
         .collect();
@@ -147,13 +156,14 @@ fn finish_reason(r: OaFinishReason) -> FinishReason {
     }
 }
 
-fn token(t: ChatCompletionTokenLogprob) -> TokenLogprob {
+fn token(t: ChatCompletionTokenLogprob, top_k: usize) -> TokenLogprob {
+    let mut alternatives = t.top_logprobs;
+    alternatives.truncate(top_k);
     TokenLogprob {
         token: t.token,
         bytes: t.bytes,
         logprob: f64::from(t.logprob),
-        top_logprobs: t
-            .top_logprobs
+        top_logprobs: alternatives
             .into_iter()
             .map(|a| TopLogprob {
                 token: a.token,
@@ -211,7 +221,7 @@ mod tests {
           }],
           "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
         }"#;
-        let c = parse_response("u", body, |b| String::from_utf8_lossy(b).into_owned()).unwrap();
+        let c = parse_response("u", body, 1, |b| String::from_utf8_lossy(b).into_owned()).unwrap();
         let ch = c.first().unwrap();
         assert_eq!(ch.text, "Hel");
         assert_eq!(ch.finish_reason, Some(FinishReason::ContentFilter));
@@ -232,7 +242,7 @@ mod tests {
 
     #[test]
     fn malformed_body_keeps_evidence() {
-        let err = parse_response("u", b"{\"id\": truncated", |b| {
+        let err = parse_response("u", b"{\"id\": truncated", 0, |b| {
             String::from_utf8_lossy(b).into_owned()
         })
         .unwrap_err();
@@ -242,7 +252,7 @@ mod tests {
         }
         let empty = br#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[]}"#;
         assert!(matches!(
-            parse_response("u", empty, |_| String::new()),
+            parse_response("u", empty, 0, |_| String::new()),
             Err(Error::Protocol { .. })
         ));
     }

@@ -449,6 +449,7 @@ impl Engine {
                             id: prompt.id.clone(),
                             source: Box::new(error),
                         });
+                        stopping = true;
                         shared.stop.cancel();
                     }
                 }
@@ -493,8 +494,9 @@ async fn attempt_prompt(shared: &Shared, prompt: &Prompt) -> Outcome {
     loop {
         attempt += 1;
         let permit = tokio::select! {
-            p = shared.limiter.acquire(estimate) => p,
+            biased;
             _ = shared.stop.cancelled() => return Outcome::Abandoned,
+            p = shared.limiter.acquire(estimate) => p,
         };
         let result = match tokio::time::timeout(
             shared.timeout,
@@ -536,8 +538,9 @@ async fn attempt_prompt(shared: &Shared, prompt: &Prompt) -> Outcome {
             reason: error.reason(),
         });
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            biased;
             _ = shared.stop.cancelled() => return Outcome::Abandoned,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

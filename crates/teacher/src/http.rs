@@ -32,6 +32,8 @@ pub(crate) struct TokenCache {
     scope: String,
     margin: Duration,
     cached: tokio::sync::Mutex<Option<AccessToken>>,
+    /// The latest tokens, for scrubbing error bodies synchronously.
+    recent: std::sync::Mutex<Vec<SecretString>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -51,6 +53,7 @@ impl TokenCache {
             scope: scope.to_owned(),
             margin,
             cached: tokio::sync::Mutex::new(None),
+            recent: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -70,6 +73,11 @@ impl TokenCache {
                     source,
                 })?;
             tracing::debug!(expires_on = %token.expires_on, "fetched an Entra ID token");
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() >= 4 {
+                recent.remove(0);
+            }
+            recent.push(SecretString::from(token.token.secret().to_owned()));
             *cached = Some(token);
         }
         let token = cached.as_ref().map(|t| t.token.secret()).unwrap_or_default();
@@ -230,11 +238,20 @@ impl Transport {
     pub(crate) fn scrubbed(&self, body: &[u8]) -> String {
         let cut = &body[..body.len().min(BODY_KEEP)];
         let mut text = String::from_utf8_lossy(cut).into_owned();
-        for secret in &self.scrub {
+        let mut scrub = |secret: &SecretString| {
             let s = secret.expose_secret();
             if s.len() >= 4 && text.contains(s) {
                 text = text.replace(s, "[REDACTED]");
             }
+        };
+        self.scrub.iter().for_each(&mut scrub);
+        if let Auth::Entra(cache) = &self.auth {
+            cache
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .for_each(&mut scrub);
         }
         text
     }

@@ -51,7 +51,9 @@ impl Endpoint {
         })?;
         let started = Instant::now();
         let raw = self.transport.post_json(&self.chat_url, body).await?;
-        let mut completion = parse_response(&self.chat_url, &raw, |b| self.transport.scrubbed(b))?;
+        let mut completion = parse_response(&self.chat_url, &raw, params.top_logprobs, |b| {
+            self.transport.scrubbed(b)
+        })?;
         completion.latency = started.elapsed();
         Ok(completion)
     }
