@@ -8,6 +8,7 @@ pub mod checkpoint;
 mod error;
 pub mod generate;
 pub mod model;
+pub mod shrink;
 pub mod tokenizer;
 
 pub use checkpoint::LoadedModel;

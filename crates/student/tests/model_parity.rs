@@ -121,3 +121,17 @@ fn smollm2_gguf_matches_transformers_weights_and_greedy_tokens() {
         assert_eq!(got[0], want, "greedy tokens for {}", case["messages"]);
     }
 }
+
+#[test]
+fn selecting_every_layer_keeps_the_logits_and_fewer_layers_change_them() {
+    let model = LoadedModel::load(fixture("tiny_llama_bias"), Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(&[5i64, 17, 42, 8]).reshape([1, 4]);
+    let _guard = tch::no_grad_guard();
+    let logits = |m: &LoadedModel| m.model.forward(&ForwardInput::new(&ids), None);
+    let all = distill_student::shrink::select_layers(&model, &[0, 1]).unwrap();
+    assert_eq!(max_abs_diff(&logits(&model), &logits(&all)), 0.0);
+    let one = distill_student::shrink::select_layers(&model, &[1]).unwrap();
+    assert!(max_abs_diff(&logits(&model), &logits(&one)) > 1e-3);
+    assert!(one.parameter_count() < model.parameter_count());
+    assert!(distill_student::shrink::select_layers(&model, &[2]).is_err());
+}

@@ -314,15 +314,11 @@ impl Attention {
             bias: c.attention_bias,
             ..Default::default()
         };
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         Self {
             q_proj: nn::linear(path / "q_proj", c.hidden_size, heads * head_dim, with_bias),
             k_proj: nn::linear(path / "k_proj", c.hidden_size, kv_heads * head_dim, with_bias),
             v_proj: nn::linear(path / "v_proj", c.hidden_size, kv_heads * head_dim, with_bias),
-            o_proj: nn::linear(path / "o_proj", heads * head_dim, c.hidden_size, no_bias),
+            o_proj: nn::linear(path / "o_proj", heads * head_dim, c.hidden_size, with_bias),
             heads,
             kv_heads,
             head_dim,

@@ -1,0 +1,78 @@
+//! Building a smaller student from a teacher: keep a subset of its layers (as DistilBERT and
+//! distilgpt2 did), or start from a smaller fresh configuration initialised as transformers does.
+
+use tch::nn;
+
+use crate::checkpoint::LoadedModel;
+use crate::error::{Error, Result};
+use crate::model::LlamaConfig;
+
+/// `count` layer indices spread evenly over `total` layers, starting at 0
+/// (30 layers, 6 kept: 0, 5, 10, 15, 20, 25).
+pub fn evenly_spaced_layers(total: usize, count: usize) -> Result<Vec<usize>> {
+    if count == 0 || count > total {
+        return Err(Error::Input(format!("cannot keep {count} of {total} layers")));
+    }
+    Ok((0..count).map(|i| i * total / count).collect())
+}
+
+/// A student made of the teacher's layers `keep` (in that order), with the teacher's
+/// embeddings, final norm and head copied.
+pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedModel> {
+    let total = teacher.config.num_hidden_layers as usize;
+    if keep.is_empty() {
+        return Err(Error::Input("keep at least one layer".into()));
+    }
+    if let Some(bad) = keep.iter().find(|&&i| i >= total) {
+        return Err(Error::Input(format!(
+            "layer {bad} does not exist: the teacher has {total} (0..{total})"
+        )));
+    }
+    let config = LlamaConfig {
+        num_hidden_layers: keep.len() as i64,
+        ..teacher.config.clone()
+    };
+    let student = LoadedModel::new_llama(config, teacher.vs.device(), teacher.source.clone())?;
+    let from = teacher.vs.variables();
+    let mut to = student.vs.variables();
+    let _guard = tch::no_grad_guard();
+    for (name, var) in to.iter_mut() {
+        let source_name = match name.strip_prefix("model.layers.") {
+            Some(rest) => {
+                let (index, tail) = rest.split_once('.').expect("layer variables have a tail");
+                let index: usize = index.parse().expect("layer index");
+                format!("model.layers.{}.{tail}", keep[index])
+            }
+            None => name.clone(),
+        };
+        var.f_copy_(&from[&source_name])?;
+    }
+    Ok(student)
+}
+
+/// Re-initialises every variable as transformers' `_init_weights` does for Llama:
+/// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms 1.
+pub fn init_like_transformers(vs: &nn::VarStore, std: f64) {
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in vs.variables() {
+        if name.ends_with("norm.weight") {
+            let _ = var.fill_(1.0);
+        } else if name.ends_with(".bias") {
+            let _ = var.zero_();
+        } else {
+            let _ = var.normal_(0.0, std);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_of_thirty_layers_are_every_fifth() {
+        assert_eq!(evenly_spaced_layers(30, 6).unwrap(), [0, 5, 10, 15, 20, 25]);
+        assert_eq!(evenly_spaced_layers(30, 2).unwrap(), [0, 15]);
+        assert!(evenly_spaced_layers(30, 31).is_err());
+    }
+}
