@@ -242,7 +242,11 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     }
 
     let chat_template = match opt_str(gguf, "tokenizer.chat_template")? {
-        Some(source) => Some(ChatTemplate::new(source)?.with_special_tokens(special.clone())),
+        Some(source) => Some(
+            ChatTemplate::new(source)
+                .map_err(|e| e.in_file(&gguf.path))?
+                .with_special_tokens(special.clone()),
+        ),
         None => None,
     };
     let model_max_length = match gguf.get("general.architecture").and_then(Value::as_str) {

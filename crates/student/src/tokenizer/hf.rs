@@ -112,7 +112,9 @@ pub(super) fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         Some(template) => Some(template),
         None => match config.get("chat_template") {
             None | Some(Value::Null) => None,
-            Some(value) => Some(template_from_config(&config_path, value)?),
+            Some(value) => {
+                Some(template_from_config(&config_path, value).map_err(|e| e.in_file(&config_path))?)
+            }
         },
     };
     let chat_template = template.map(|t| t.with_special_tokens(special.clone()));
@@ -166,10 +168,11 @@ pub(super) fn save_hf(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
     if let Some(template) = &tokenizer.chat_template {
         config.insert("chat_template".into(), template.to_config_value());
     }
-    let config = serde_json::to_string_pretty(&Value::Object(config)).map_err(|source| Error::Json {
+    let mut config = serde_json::to_string_pretty(&Value::Object(config)).map_err(|source| Error::Json {
         path: dir.join(CONFIG_FILE),
         source,
     })?;
+    config.push('\n');
     write_atomic(&dir.join(CONFIG_FILE), config.as_bytes())?;
 
     write_template_files(tokenizer.chat_template.as_ref(), dir)
@@ -207,11 +210,19 @@ fn read_template_files(dir: &Path) -> Result<Option<ChatTemplate>> {
         extra.sort();
         templates.extend(extra);
     }
-    match templates.len() {
-        0 => Ok(None),
-        1 if templates[0].0 == DEFAULT_TEMPLATE => ChatTemplate::new(templates.remove(0).1).map(Some),
-        _ => ChatTemplate::named(templates).map(Some),
-    }
+    let built = match templates.len() {
+        0 => return Ok(None),
+        1 if templates[0].0 == DEFAULT_TEMPLATE => ChatTemplate::new(templates.remove(0).1),
+        _ => ChatTemplate::named(templates),
+    };
+    built.map(Some).map_err(|e| match &e {
+        Error::Template { name, .. } if name == DEFAULT_TEMPLATE => e.in_file(&default_path),
+        Error::Template { name, .. } => {
+            let path = extra_dir.join(format!("{name}.jinja"));
+            e.in_file(&path)
+        }
+        _ => e,
+    })
 }
 
 fn write_template_files(template: Option<&ChatTemplate>, dir: &Path) -> Result<()> {

@@ -115,12 +115,38 @@ pub enum Error {
         #[source]
         source: minijinja::Error,
     },
+    /// A chat template from a model file (GGUF metadata, `tokenizer_config.json`, a `.jinja`
+    /// file) that does not compile.
+    #[error("{path}: chat template `{name}`: {source}")]
+    TemplateFile {
+        /// The file the template came from.
+        path: PathBuf,
+        /// The template's name (`default` for a single template).
+        name: String,
+        /// The template error, with its line.
+        #[source]
+        source: minijinja::Error,
+    },
     /// Named chat templates without one called `default`.
     #[error("the model has several chat templates ({}) and none is named `default`", names.join(", "))]
     NoDefaultTemplate {
         /// The names there are.
         names: Vec<String>,
     },
+}
+
+impl Error {
+    /// Names the file a template came from (other errors are returned unchanged).
+    fn in_file(self, path: &Path) -> Self {
+        match self {
+            Error::Template { name, source } => Error::TemplateFile {
+                path: path.to_path_buf(),
+                name,
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A `Result` with this module's [`Error`].
