@@ -177,7 +177,11 @@ async fn retry_cap_sends_prompts_to_the_failures_file() {
     // Prompts 0, 3, 6, … always fail with 502; the rest succeed.
     let server = FaultServer::start(Duration::ZERO, |c: &Call| {
         let n: usize = c.prompt.rsplit(' ').next().unwrap().parse().unwrap();
-        if n.is_multiple_of(3) { Reply::status(502) } else { Reply::Ok }
+        if n.is_multiple_of(3) {
+            Reply::status(502)
+        } else {
+            Reply::Ok
+        }
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

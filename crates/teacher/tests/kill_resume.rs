@@ -13,13 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Call, FaultServer, Reply, answer_for, prompts};
-use distill_teacher::{CancellationToken, Engine, GenerateOptions, OpenAiSettings, OpenAiTeacher, StopReason};
+use distill_teacher::{
+    CancellationToken, Engine, GenerateOptions, OpenAiSettings, OpenAiTeacher, StopReason,
+};
 
 const N: usize = 40;
 const CHILD_ENV: &str = "DISTILL_KILL_CHILD";
 
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     match std::env::var(CHILD_ENV) {
         Ok(base_url) => {
             let output = PathBuf::from(std::env::args().nth(1).expect("the output path"));
@@ -34,12 +39,20 @@ fn main() -> ExitCode {
 }
 
 async fn child(base_url: String, output: PathBuf) -> ExitCode {
-    let settings = OpenAiSettings { base_url, api_key: None, organization: None, project: None };
+    let settings = OpenAiSettings {
+        base_url,
+        api_key: None,
+        organization: None,
+        project: None,
+    };
     let teacher = Arc::new(OpenAiTeacher::new(&settings, "test-model").expect("a teacher"));
     let mut options = GenerateOptions::new(N, output);
     options.concurrency = 4;
     options.resume = true;
-    match Engine::new(teacher, options).run(prompts(N * 2), CancellationToken::new()).await {
+    match Engine::new(teacher, options)
+        .run(prompts(N * 2), CancellationToken::new())
+        .await
+    {
         Ok(summary) if summary.stop == StopReason::Completed => ExitCode::SUCCESS,
         Ok(summary) => {
             eprintln!("child stopped early: {summary:?}");
@@ -62,7 +75,9 @@ fn spawn(base_url: &str, output: &Path) -> std::process::Child {
 }
 
 fn complete_lines(path: &Path) -> usize {
-    std::fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0)
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
 }
 
 async fn parent() {
@@ -75,7 +90,10 @@ async fn parent() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while complete_lines(&output) < N / 2 {
         assert!(Instant::now() < deadline, "the generator made no progress");
-        assert!(child.try_wait().expect("poll the child").is_none(), "the generator exited before the kill");
+        assert!(
+            child.try_wait().expect("poll the child").is_none(),
+            "the generator exited before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     child.kill().expect("SIGKILL the generator");
@@ -88,7 +106,9 @@ async fn parent() {
     bytes.extend_from_slice(b"{\"format_version\":1,\"id\":\"torn");
     std::fs::write(&output, bytes).expect("write a torn tail");
 
-    let status = spawn(&server.base_url(), &output).wait().expect("run the resumed generator");
+    let status = spawn(&server.base_url(), &output)
+        .wait()
+        .expect("run the resumed generator");
     assert!(status.success(), "the resumed generator failed: {status}");
 
     let text = std::fs::read_to_string(&output).expect("read the dataset");
@@ -98,10 +118,18 @@ async fn parent() {
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), N, "exactly N examples");
     assert_eq!(unique.len(), N, "no id twice");
-    assert!(examples.iter().all(|e| e.response == answer_for(e.prompt_text().unwrap_or_default())));
+    assert!(
+        examples
+            .iter()
+            .all(|e| e.response == answer_for(e.prompt_text().unwrap_or_default()))
+    );
     // The first N prompts, none skipped: no prompt failed, so none was replaced.
     let expected: BTreeSet<String> = prompts(N).into_iter().map(|p| p.id).collect();
     assert_eq!(unique, expected.iter().map(String::as_str).collect());
     // Requests: at most the examples plus those in flight at the kill.
-    assert!(server.seen().len() <= N + 4 + 4, "{} requests", server.seen().len());
+    assert!(
+        server.seen().len() <= N + 4 + 4,
+        "{} requests",
+        server.seen().len()
+    );
 }

@@ -8,6 +8,7 @@
 
 mod assets;
 mod libtorch;
+mod llama_server;
 mod shell;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ commands:
   test    setup, then cargo fmt --check, clippy -D warnings, cargo test --workspace
   lab     setup, then run the whole lab end to end on the offline default
   assets  print where the offline model assets live
+  llama-server [--port P]  serve SmolLM2 with llama.cpp's OpenAI-compatible server (.venv-llama)
+  test-llama [--port P]    start that server and run distill-teacher's opt-in llama_server tests
 
 environment:
   LIBTORCH      use this libtorch (must be 2.11.0) instead of .venv
@@ -34,6 +37,12 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(|_| ()),
         Some("test") => test(),
         Some("lab") => lab(),
+        Some("llama-server") => {
+            llama_server::port_from(&args[1..]).and_then(|p| llama_server::serve(&repo_root(), p))
+        }
+        Some("test-llama") => {
+            llama_server::port_from(&args[1..]).and_then(|p| llama_server::test(&repo_root(), p))
+        }
         Some("assets") => {
             println!("{}", assets::home().display());
             Ok(())
