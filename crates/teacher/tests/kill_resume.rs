@@ -99,7 +99,7 @@ async fn parent() {
     child.kill().expect("SIGKILL the generator");
     child.wait().expect("reap the generator");
     let at_kill = complete_lines(&output);
-    assert!(at_kill >= N / 2 && at_kill < N, "killed at {at_kill} of {N}");
+    assert!((N / 2..N).contains(&at_kill), "killed at {at_kill} of {N}");
 
     // The worst a kill can leave: half a record with no newline.
     let mut bytes = std::fs::read(&output).expect("read the dataset");
