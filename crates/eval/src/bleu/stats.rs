@@ -1,9 +1,11 @@
 //! Sufficient statistics of BLEU and the n-gram counting behind them.
 //!
 //! Tokens are interned to ids; an n-gram of up to four ids packs into one `u128`
-//! key. A segment's keys are sorted and run-length counted into reusable buffers,
-//! so counting allocates nothing per n-gram and matching is a merge of two sorted
-//! lists.
+//! key. One hash map per segment (cleared, never reallocated) holds each reference
+//! n-gram's maximum count over the references; the hypothesis then counts into the
+//! same entries, and a match is clipped as it is counted: the k-th occurrence of an
+//! n-gram matches while k <= its reference count, so the sum is
+//! `min(hypothesis count, reference count)` without a second pass.
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -43,16 +45,26 @@ impl BleuStats {
 const ID_BITS: u32 = 31;
 const MAX_IDS: usize = 1 << ID_BITS;
 
+/// Counts of one n-gram within a segment.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    /// Maximum count over the references seen so far.
+    max_ref: u32,
+    /// Count in the reference being read.
+    this_ref: u32,
+    /// Which reference `this_ref` belongs to.
+    reference: u32,
+    /// Count in the hypothesis.
+    hyp: u32,
+}
+
 /// Counts n-grams segment by segment, reusing every buffer.
 pub(crate) struct Engine {
     config: BleuConfig,
     vocab: FxHashMap<Box<str>, u32>,
     scratch: Scratch,
     ids: Vec<u32>,
-    keys: Vec<u128>,
-    counts: Vec<(u128, u32)>,
-    ref_max: Vec<(u128, u32)>,
-    merged: Vec<(u128, u32)>,
+    ngrams: FxHashMap<u128, Counts>,
     ref_lens: Vec<u64>,
 }
 
@@ -63,10 +75,7 @@ impl Engine {
             vocab: FxHashMap::default(),
             scratch: Scratch::default(),
             ids: Vec::new(),
-            keys: Vec::new(),
-            counts: Vec::new(),
-            ref_max: Vec::new(),
-            merged: Vec::new(),
+            ngrams: FxHashMap::default(),
             ref_lens: Vec::new(),
         }
     }
@@ -77,38 +86,42 @@ impl Engine {
         hypothesis: &str,
         references: impl Iterator<Item = &'r str>,
     ) -> Result<BleuStats> {
-        self.ref_max.clear();
+        self.ngrams.clear();
         self.ref_lens.clear();
         for (k, reference) in references.enumerate() {
             let len = self.tokenize(reference)?;
             self.ref_lens.push(len);
-            self.count_ngrams();
-            if k == 0 {
-                std::mem::swap(&mut self.ref_max, &mut self.counts);
-            } else {
-                merge_max(&self.ref_max, &self.counts, &mut self.merged);
-                std::mem::swap(&mut self.ref_max, &mut self.merged);
-            }
+            let k = k as u32;
+            let ngrams = &mut self.ngrams;
+            for_each_ngram(&self.ids, self.config.max_ngram_order, |_, key| {
+                let c = ngrams.entry(key).or_insert(Counts {
+                    reference: k,
+                    ..Counts::default()
+                });
+                if c.reference != k {
+                    c.reference = k;
+                    c.this_ref = 0;
+                }
+                c.this_ref += 1;
+                c.max_ref = c.max_ref.max(c.this_ref);
+            });
         }
         let hyp_len = self.tokenize(hypothesis)?;
-        self.count_ngrams();
-
         let mut stats = BleuStats {
             hyp_len,
             ref_len: closest_ref_len(hyp_len, &self.ref_lens),
             ..Default::default()
         };
-        let mut r = 0;
-        for &(key, count) in &self.counts {
-            let n = (key >> (4 * ID_BITS)) as usize;
-            stats.total[n] += u64::from(count);
-            while r < self.ref_max.len() && self.ref_max[r].0 < key {
-                r += 1;
+        let ngrams = &mut self.ngrams;
+        for_each_ngram(&self.ids, self.config.max_ngram_order, |n, key| {
+            stats.total[n] += 1;
+            if let Some(c) = ngrams.get_mut(&key) {
+                c.hyp += 1;
+                if c.hyp <= c.max_ref {
+                    stats.correct[n] += 1;
+                }
             }
-            if r < self.ref_max.len() && self.ref_max[r].0 == key {
-                stats.correct[n] += u64::from(count.min(self.ref_max[r].1));
-            }
-        }
+        });
         Ok(stats)
     }
 
@@ -148,55 +161,18 @@ impl Engine {
         }
         Ok(self.ids.len() as u64)
     }
-
-    /// Counts the n-grams of `self.ids` into `self.counts`, sorted by key.
-    fn count_ngrams(&mut self) {
-        let ids = &self.ids;
-        self.keys.clear();
-        for n in 1..=self.config.max_ngram_order.min(ids.len()) {
-            let order = ((n - 1) as u128) << (4 * ID_BITS);
-            for window in ids.windows(n) {
-                let mut key = order;
-                for (k, &id) in window.iter().enumerate() {
-                    key |= u128::from(id) << (ID_BITS * k as u32);
-                }
-                self.keys.push(key);
-            }
-        }
-        self.keys.sort_unstable();
-        self.counts.clear();
-        for &key in &self.keys {
-            match self.counts.last_mut() {
-                Some((last, count)) if *last == key => *count += 1,
-                _ => self.counts.push((key, 1)),
-            }
-        }
-    }
 }
 
-/// Merges two sorted count lists keeping the larger count of each key.
-fn merge_max(a: &[(u128, u32)], b: &[(u128, u32)], out: &mut Vec<(u128, u32)>) {
-    out.clear();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push((a[i].0, a[i].1.max(b[j].1)));
-                i += 1;
-                j += 1;
-            }
+/// Calls `f(order - 1, key)` for every n-gram of `ids` up to `max_order`.
+#[inline]
+fn for_each_ngram(ids: &[u32], max_order: usize, mut f: impl FnMut(usize, u128)) {
+    for start in 0..ids.len() {
+        let mut packed = 0u128;
+        for (n, &id) in ids[start..].iter().take(max_order).enumerate() {
+            packed |= u128::from(id) << (ID_BITS * n as u32);
+            f(n, packed | ((n as u128) << (4 * ID_BITS)));
         }
     }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
 }
 
 /// sacrebleu's `_get_closest_ref_len`: the reference length closest to the
@@ -219,10 +195,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merge_keeps_maximum() {
-        let mut out = Vec::new();
-        merge_max(&[(1, 2), (3, 1)], &[(1, 1), (2, 5), (3, 4)], &mut out);
-        assert_eq!(out, [(1, 2), (2, 5), (3, 4)]);
+    fn clipping_uses_the_maximum_over_references() {
+        let config = BleuConfig {
+            tokenizer: super::super::BleuTokenizer::None,
+            ..BleuConfig::default()
+        };
+        let mut engine = Engine::new(config);
+        // "a" occurs twice in the second reference, so two of the three match.
+        let s = engine.segment("a a a", ["a b", "a a", "b"].into_iter()).unwrap();
+        assert_eq!(s.correct, [2, 1, 0, 0]);
+        assert_eq!(s.total, [3, 2, 1, 0]);
+        assert_eq!(s.ref_len, 2);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::intl_tables::{NUMBER, PUNCTUATION, SYMBOL};
-use crate::text::{is_python_space, python_split};
+use crate::text::{for_each_python_token, is_python_space, python_split};
 
 /// A sacrebleu tokenizer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,7 +95,12 @@ impl BleuTokenizer {
             }
             BleuTokenizer::Tok13a => {
                 tokenize_13a(line, scratch);
-                python_split(&scratch.a).for_each(f);
+                // Only ASCII spaces were inserted, at character boundaries, so the
+                // bytes are UTF-8; the lossy path is never taken.
+                match std::str::from_utf8(&scratch.bytes_b) {
+                    Ok(s) => for_each_python_token(s, f),
+                    Err(_) => for_each_python_token(&String::from_utf8_lossy(&scratch.bytes_b), f),
+                }
             }
             BleuTokenizer::Intl => {
                 tokenize_intl(line, scratch);
@@ -110,6 +115,8 @@ impl BleuTokenizer {
 pub(crate) struct Scratch {
     a: String,
     b: String,
+    bytes_a: Vec<u8>,
+    bytes_b: Vec<u8>,
 }
 
 /// One `re.sub` of a fixed two-character pattern `(first)(second)` over `input`.
@@ -136,24 +143,24 @@ fn pair_pass(
     }
 }
 
+/// The first 13a rule's class `[\{-\~\[-\` -\&\(-\+\:-\@\/]` (ASCII only).
 #[inline]
-fn is_ascii_digit(c: char) -> bool {
-    c.is_ascii_digit()
+fn is_13a_symbol(b: u8) -> bool {
+    matches!(b, b'{'..=b'~' | b'['..=b'`' | b' '..=b'&' | b'('..=b'+' | b':'..=b'@' | b'/')
 }
 
 #[inline]
-fn is_period_or_comma(c: char) -> bool {
-    c == '.' || c == ','
-}
-
-/// The first 13a rule's class `[\{-\~\[-\` -\&\(-\+\:-\@\/]`.
-#[inline]
-fn is_13a_symbol(c: char) -> bool {
-    matches!(c, '{'..='~' | '['..='`' | ' '..='&' | '('..='+' | ':'..='@' | '/')
+fn is_period_or_comma_byte(b: u8) -> bool {
+    b == b'.' || b == b','
 }
 
 /// `Tokenizer13a.__call__` followed by `TokenizerRegexp.__call__`, leaving the
-/// result (before the final whitespace normalisation) in `scratch.a`.
+/// result (before the final whitespace normalisation) in `scratch.bytes_b`.
+///
+/// Every pattern of 13a is ASCII, so the passes run on UTF-8 bytes: a pair
+/// `(non-digit)(.)` can only start at the last byte of a multi-byte character,
+/// and `(.)(non-digit)` consumes the first byte of one and copies the rest, which
+/// yields the same string as matching whole characters.
 fn tokenize_13a(line: &str, scratch: &mut Scratch) {
     // Language-independent part, in sacrebleu's order.
     let mut owned;
@@ -175,62 +182,69 @@ fn tokenize_13a(line: &str, scratch: &mut Scratch) {
         line = &owned;
     }
 
+    let (a, b) = (&mut scratch.bytes_a, &mut scratch.bytes_b);
     // Rule 1, on f" {line} ": pad the ASCII symbols with spaces.
-    let a = &mut scratch.a;
     a.clear();
     a.reserve(line.len() * 2 + 2);
-    a.push(' ');
-    for c in line.chars() {
+    a.push(b' ');
+    for &c in line.as_bytes() {
         if is_13a_symbol(c) {
-            a.push(' ');
-            a.push(c);
-            a.push(' ');
+            a.extend_from_slice(&[b' ', c, b' ']);
         } else {
             a.push(c);
         }
     }
-    a.push(' ');
-    let b = &mut scratch.b;
+    a.push(b' ');
     // Rule 2: `([^0-9])([\.,])` -> `\1 \2 `.
-    pair_pass(
+    byte_pair_pass(
         a,
         b,
-        |c| !is_ascii_digit(c),
-        is_period_or_comma,
+        |c, d| !c.is_ascii_digit() && is_period_or_comma_byte(d),
         |o, c, d| {
-            o.push(c);
-            o.push(' ');
-            o.push(d);
-            o.push(' ');
+            o.extend_from_slice(&[c, b' ', d, b' ']);
         },
     );
     // Rule 3: `([\.,])([^0-9])` -> ` \1 \2`.
-    pair_pass(
+    byte_pair_pass(
         b,
         a,
-        is_period_or_comma,
-        |c| !is_ascii_digit(c),
+        |c, d| is_period_or_comma_byte(c) && !d.is_ascii_digit(),
         |o, c, d| {
-            o.push(' ');
-            o.push(c);
-            o.push(' ');
-            o.push(d);
+            o.extend_from_slice(&[b' ', c, b' ', d]);
         },
     );
     // Rule 4: `([0-9])(-)` -> `\1 \2 `.
-    pair_pass(
+    byte_pair_pass(
         a,
         b,
-        is_ascii_digit,
-        |c| c == '-',
+        |c, d| c.is_ascii_digit() && d == b'-',
         |o, c, d| {
-            o.push(c);
-            o.push(' ');
-            o.push(d);
-            o.push(' ');
+            o.extend_from_slice(&[c, b' ', d, b' ']);
         },
     );
-    std::mem::swap(&mut scratch.a, &mut scratch.b);
+}
+
+/// One `re.sub` of a fixed two-byte pattern over `input`.
+#[inline]
+fn byte_pair_pass(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    matches: impl Fn(u8, u8) -> bool,
+    emit: impl Fn(&mut Vec<u8>, u8, u8),
+) {
+    out.clear();
+    out.reserve(input.len() + input.len() / 2);
+    let mut i = 0;
+    while i < input.len() {
+        let c = input[i];
+        if i + 1 < input.len() && matches(c, input[i + 1]) {
+            emit(out, c, input[i + 1]);
+            i += 2;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
 }
 
 fn in_table(table: &[(u32, u32)], c: char) -> bool {
