@@ -76,16 +76,16 @@ struct Probe {
 }
 
 /// Works out which encoding a line uses, looking only at its top-level keys.
-pub(crate) fn detect(line: &[u8]) -> Result<Encoding, DecodeError> {
-    let first = line.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
+pub(crate) fn detect(line: &str) -> Result<Encoding, DecodeError> {
+    let first = line.bytes().find(|b| !b.is_ascii_whitespace());
+    if first != Some(b'{') {
         // Let serde_json describe what is there instead (it gives a precise column).
-        return match serde_json::from_slice::<IgnoredAny>(line) {
+        return match serde_json::from_str::<IgnoredAny>(line) {
             Err(e) => Err(DecodeError::Json(e)),
             Ok(_) => Err(DecodeError::Unknown("not a JSON object")),
         };
     }
-    let p: Probe = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+    let p: Probe = serde_json::from_str(line).map_err(DecodeError::Json)?;
     match p {
         Probe {
             format_version: Some(_),
@@ -123,7 +123,7 @@ struct ChatLine<M> {
 
 /// Decodes a line known (or expected) to be in `encoding`. If it fails and the line is in
 /// another encoding, says so instead of reporting a confusing type error.
-pub(crate) fn decode(line: &[u8], encoding: Encoding) -> Result<Example, DecodeError> {
+pub(crate) fn decode(line: &str, encoding: Encoding) -> Result<Example, DecodeError> {
     match decode_as(line, encoding) {
         Ok(e) => Ok(e),
         Err(err) => match detect(line) {
@@ -133,15 +133,15 @@ pub(crate) fn decode(line: &[u8], encoding: Encoding) -> Result<Example, DecodeE
     }
 }
 
-fn decode_as(line: &[u8], encoding: Encoding) -> Result<Example, DecodeError> {
+fn decode_as(line: &str, encoding: Encoding) -> Result<Example, DecodeError> {
     match encoding {
-        Encoding::Full => serde_json::from_slice::<Example>(line).map_err(DecodeError::Json),
+        Encoding::Full => serde_json::from_str::<Example>(line).map_err(DecodeError::Json),
         Encoding::Lab => {
-            let l: LabLine<String> = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+            let l: LabLine<String> = serde_json::from_str(line).map_err(DecodeError::Json)?;
             Ok(Example::new(vec![Message::user(l.prompt)], l.response))
         }
         Encoding::Chat => {
-            let l: ChatLine<Vec<Message>> = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+            let l: ChatLine<Vec<Message>> = serde_json::from_str(line).map_err(DecodeError::Json)?;
             let mut messages = l.messages;
             let response = match messages.pop() {
                 Some(m) if m.role == Role::Assistant => m.content,
@@ -246,39 +246,36 @@ mod tests {
 
     #[test]
     fn detects_each_encoding() {
+        assert_eq!(detect(r#"{"prompt":"a","response":"b"}"#).unwrap(), Encoding::Lab);
+        assert_eq!(detect(r#"{"messages":[]}"#).unwrap(), Encoding::Chat);
         assert_eq!(
-            detect(br#"{"prompt":"a","response":"b"}"#).unwrap(),
-            Encoding::Lab
-        );
-        assert_eq!(detect(br#"{"messages":[]}"#).unwrap(), Encoding::Chat);
-        assert_eq!(
-            detect(br#"{"format_version":1,"messages":[]}"#).unwrap(),
+            detect(r#"{"format_version":1,"messages":[]}"#).unwrap(),
             Encoding::Full
         );
         assert!(matches!(
-            detect(br#"{"prompt":"a"}"#),
+            detect(r#"{"prompt":"a"}"#),
             Err(DecodeError::Unknown(_))
         ));
         assert!(matches!(
-            detect(b"[1,2]"),
+            detect("[1,2]"),
             Err(DecodeError::Unknown("not a JSON object"))
         ));
-        assert!(matches!(detect(b"{\"a\":"), Err(DecodeError::Json(_))));
+        assert!(matches!(detect("{\"a\":"), Err(DecodeError::Json(_))));
     }
 
     #[test]
     fn chat_needs_assistant_after_user() {
-        let bad = br#"{"messages":[{"role":"user","content":"q"}]}"#;
+        let bad = r#"{"messages":[{"role":"user","content":"q"}]}"#;
         assert!(matches!(
             decode(bad, Encoding::Chat),
             Err(DecodeError::Invalid(_))
         ));
-        let bad = br#"{"messages":[{"role":"system","content":"s"},{"role":"assistant","content":"a"}]}"#;
+        let bad = r#"{"messages":[{"role":"system","content":"s"},{"role":"assistant","content":"a"}]}"#;
         assert!(matches!(
             decode(bad, Encoding::Chat),
             Err(DecodeError::Invalid(_))
         ));
-        let ok = br#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"},{"role":"assistant","content":"a","weight":1}]}"#;
+        let ok = r#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"},{"role":"assistant","content":"a","weight":1}]}"#;
         let e = decode(ok, Encoding::Chat).unwrap();
         assert_eq!(e.response, "a");
         assert_eq!(e.messages, vec![Message::system("s"), Message::user("q")]);
@@ -287,7 +284,7 @@ mod tests {
 
     #[test]
     fn decode_reports_mixed_encodings() {
-        let lab = br#"{"prompt":"a","response":"b"}"#;
+        let lab = r#"{"prompt":"a","response":"b"}"#;
         assert!(matches!(
             decode(lab, Encoding::Full),
             Err(DecodeError::Mixed(Encoding::Lab))

@@ -214,18 +214,20 @@ impl<R: BufRead> ExampleReader<R> {
 
     /// Decodes the line in `self.buf`; `skip` is how many leading bytes (a BOM) to ignore.
     fn decode(&mut self, info: LineInfo, skip: usize) -> Result<Example> {
-        let line = &self.buf[skip..];
-        let col = |c: usize| Some((c + skip) as u64);
         if info.too_long {
             return Err(Error::LineTooLong {
                 at: self.at(info.number, None),
                 limit: self.options.max_line_bytes,
             });
         }
-        if let Err(source) = std::str::from_utf8(line) {
-            let at = self.at(info.number, col(source.valid_up_to() + 1));
-            return Err(Error::InvalidUtf8 { at, source });
-        }
+        // Validated once here; serde_json's `from_str` then skips its own UTF-8 checks.
+        let line = match std::str::from_utf8(&self.buf[skip..]) {
+            Ok(l) => l,
+            Err(source) => {
+                let at = self.at(info.number, Some((source.valid_up_to() + 1 + skip) as u64));
+                return Err(Error::InvalidUtf8 { at, source });
+            }
+        };
         let encoding = match self.first_line {
             Some((e, _)) => e,
             None => match encoding::detect(line) {
