@@ -62,16 +62,16 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// A safetensors header could not be parsed or is inconsistent.
+    /// A safetensors header is not valid JSON of the expected shape.
     #[error("{}: invalid safetensors header", path.display())]
-    Safetensors {
+    SafetensorsJson {
         /// The file.
         path: PathBuf,
-        /// What the safetensors crate reported.
+        /// The JSON error.
         #[source]
-        source: safetensors::SafeTensorError,
+        source: serde_json::Error,
     },
-    /// A safetensors header is malformed in a way found before parsing it.
+    /// A safetensors header is inconsistent (sizes, offsets, dtypes).
     #[error("{}: invalid safetensors header: {reason}", path.display())]
     SafetensorsLayout {
         /// The file.

@@ -3,9 +3,16 @@
 //! Evaluation of distilled models against their teacher.
 #![warn(missing_docs)]
 
+pub mod accuracy;
 pub mod bleu;
+pub mod bootstrap;
 mod error;
+pub mod latency;
+pub mod memory;
+pub mod perplexity;
 pub mod rouge;
+pub mod size;
+pub mod stats;
 pub mod text;
 
 pub use error::{BoxError, Error, Result};
