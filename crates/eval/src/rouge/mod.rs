@@ -121,10 +121,31 @@ pub fn fmeasure(precision: f64, recall: f64) -> f64 {
 }
 
 /// The scores of one pair, one per requested type, in the requested order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Serialised as a map from type name to score (`{"rouge1": {...}, ...}`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RougeScores {
     /// `(type, score)` in the scorer's order.
     pub scores: Vec<(RougeType, RougeScore)>,
+}
+
+impl Serialize for RougeScores {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.scores.len()))?;
+        for (t, s) in &self.scores {
+            map.serialize_entry(&t.to_string(), s)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RougeScores {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<RougeType, RougeScore>::deserialize(deserializer)?;
+        Ok(RougeScores {
+            scores: map.into_iter().collect(),
+        })
+    }
 }
 
 impl RougeScores {
