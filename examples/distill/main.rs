@@ -1,6 +1,8 @@
 //! `distill`: the command-line interface. Argument parsing and wiring only; the work
 //! lives in the library crates.
 
+mod eval;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Show the linked libtorch and the devices it can use.
     Info,
+    /// Evaluate outputs: BLEU and ROUGE of text files (`eval text`).
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +52,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("cpu threads: {}", runtime.cpu_threads);
             Ok(())
         }
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -43,6 +43,45 @@ pub struct TextScores {
     pub rouge_stemmer: bool,
 }
 
+impl TextScores {
+    /// Human-readable lines: sacrebleu's BLEU line (with signature), then the
+    /// mean F1 of each ROUGE type.
+    pub fn to_text(&self) -> String {
+        let stemmer = if self.rouge_stemmer { "True" } else { "False" };
+        let mut out = format!(
+            "{}\nROUGE (rouge-score, use_stemmer={stemmer}; F1, mean over {} segments):\n",
+            self.bleu.format(),
+            self.segments
+        );
+        for (t, s) in &self.rouge.scores {
+            out.push_str(&format!("  {:<9} = {:.4}\n", t.to_string(), s.fmeasure));
+        }
+        out
+    }
+
+    /// JSON with full-precision numbers: BLEU's score, signature string and
+    /// statistics, and each ROUGE type's mean precision, recall and F1.
+    pub fn to_json(&self) -> Result<String> {
+        let b = &self.bleu;
+        let value = serde_json::json!({
+            "segments": self.segments,
+            "bleu": {
+                "score": b.score,
+                "signature": b.signature.to_string(),
+                "precisions": b.precisions,
+                "counts": b.counts,
+                "totals": b.totals,
+                "bp": b.bp,
+                "sys_len": b.sys_len,
+                "ref_len": b.ref_len,
+            },
+            "rouge": self.rouge,
+            "rouge_use_stemmer": self.rouge_stemmer,
+        });
+        Ok(serde_json::to_string_pretty(&value)?)
+    }
+}
+
 /// Scores `hypotheses[i]` against `references[i]`.
 pub fn score_texts<H: AsRef<str>, R: AsRef<str>>(
     hypotheses: &[H],
@@ -153,5 +192,10 @@ mod tests {
         let s = score_text_files(&h, &r, &TextScoreOptions::default()).unwrap();
         assert_eq!(s.segments, 2);
         assert_eq!(s.rouge.scores.len(), 4);
+        assert!(s.to_text().starts_with("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = "));
+        assert!(s.to_text().contains("rougeLsum = "));
+        let json: serde_json::Value = serde_json::from_str(&s.to_json().unwrap()).unwrap();
+        assert_eq!(json["segments"], 2);
+        assert!(json["rouge"]["rouge2"]["recall"].is_number());
     }
 }
