@@ -6,6 +6,7 @@
 pub mod accuracy;
 pub mod bleu;
 pub mod bootstrap;
+pub mod chrf;
 mod error;
 pub mod latency;
 pub mod memory;

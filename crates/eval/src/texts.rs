@@ -192,7 +192,10 @@ mod tests {
         let s = score_text_files(&h, &r, &TextScoreOptions::default()).unwrap();
         assert_eq!(s.segments, 2);
         assert_eq!(s.rouge.scores.len(), 4);
-        assert!(s.to_text().starts_with("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = "));
+        assert!(
+            s.to_text()
+                .starts_with("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = ")
+        );
         assert!(s.to_text().contains("rougeLsum = "));
         let json: serde_json::Value = serde_json::from_str(&s.to_json().unwrap()).unwrap();
         assert_eq!(json["segments"], 2);

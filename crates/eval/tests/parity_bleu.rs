@@ -5,6 +5,7 @@ mod common;
 
 use common::{assert_close, config_of, f64_of, read_json, read_jsonl, str_of};
 use distill_eval::bleu::{Bleu, BleuConfig, BleuTokenizer};
+use distill_eval::chrf::{Chrf, ChrfConfig};
 
 #[test]
 fn tokenizers_match_sacrebleu() {
@@ -154,5 +155,30 @@ fn multiple_references_match() {
             &format!("3 references, {key}"),
         );
         assert_eq!(score.signature.to_string(), str_of(&exp["signature"]));
+    }
+}
+
+#[test]
+fn chrf_and_chrf_plus_plus_match() {
+    let pairs = read_jsonl("pairs.jsonl");
+    let corpus = read_json("corpus.json");
+    let hyps: Vec<&str> = pairs.iter().map(|p| str_of(&p["hyp"])).collect();
+    let refs = vec![pairs.iter().map(|p| str_of(&p["ref"])).collect::<Vec<_>>()];
+    for (key, config) in [
+        ("chrf", ChrfConfig::default()),
+        ("chrfpp", ChrfConfig::plus_plus()),
+    ] {
+        let chrf = Chrf::new(config).unwrap();
+        for (i, pair) in pairs.iter().enumerate() {
+            let s = chrf.sentence_score(hyps[i], &[refs[0][i]]).unwrap();
+            assert_close(
+                s.score,
+                f64_of(&pair[key]),
+                &format!("pair {i} ({}) {key}", str_of(&pair["kind"])),
+            );
+        }
+        let s = chrf.corpus_score(&hyps, &refs).unwrap();
+        assert_close(s.score, f64_of(&corpus[key]["score"]), &format!("corpus {key}"));
+        assert_eq!(s.signature(), str_of(&corpus[key]["signature"]));
     }
 }
