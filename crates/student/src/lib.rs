@@ -10,6 +10,7 @@ pub mod generate;
 pub mod model;
 pub mod shrink;
 pub mod tokenizer;
+pub mod train;
 
 pub use checkpoint::LoadedModel;
 pub use error::{Error, Result};

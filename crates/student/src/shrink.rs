@@ -54,7 +54,9 @@ pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedMode
 /// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms 1.
 pub fn init_like_transformers(vs: &nn::VarStore, std: f64) {
     let _guard = tch::no_grad_guard();
-    for (name, mut var) in vs.variables() {
+    // In name order: `variables()` is a HashMap, and the draws must not depend on its order.
+    let sorted: std::collections::BTreeMap<_, _> = vs.variables().into_iter().collect();
+    for (name, mut var) in sorted {
         if name.ends_with("norm.weight") {
             let _ = var.fill_(1.0);
         } else if name.ends_with(".bias") {

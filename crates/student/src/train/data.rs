@@ -1,0 +1,309 @@
+//! From [`Example`]s to token sequences: the chat template, label masking, truncation, and the
+//! mapping of a teacher's stored top-k tokens onto the student's vocabulary.
+//!
+//! An example becomes `full = prompt + response + eos`, where `prompt` is the chat template
+//! rendered with the generation prompt. The model reads `full[..n-1]` and is trained to predict
+//! `full[1..]`; targets inside the prompt are [`IGNORE`]. Soft targets (teacher top-k) line up
+//! with the response tokens; the closing eos has a hard target only.
+
+use std::path::Path;
+
+use distill_data::{Example, Role, Split};
+
+use super::error::{Error, Result};
+use crate::tokenizer::{Message, Tokenizer};
+
+/// Target value of positions that are not trained (prompt and padding), as in PyTorch.
+pub const IGNORE: i64 = -100;
+
+/// The metadata key under which a dataset records the [`Tokenizer::vocab_hash`] of the teacher
+/// that produced its logprobs. When present it must equal the student's.
+pub const TEACHER_VOCAB_HASH_KEY: &str = "teacher_vocab_hash";
+
+/// One teacher alternative at a position: a student token id and its log-probability.
+pub type SoftEntry = (u32, f32);
+
+/// One example, tokenized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequence {
+    /// The example's id.
+    pub id: String,
+    /// What the model reads (`full[..n-1]`, cut to the maximum length).
+    pub input_ids: Vec<i64>,
+    /// What it must predict at each input position (`full[1..]`), [`IGNORE`] in the prompt.
+    pub targets: Vec<i64>,
+    /// Index of the first trained target; all targets from here on are trained.
+    pub first_target: usize,
+    /// Teacher distributions for targets `first_target + j`, `j < soft.len()`: the stored top-k
+    /// (plus the chosen token), most likely first. Empty without soft labels.
+    pub soft: Vec<Vec<SoftEntry>>,
+    /// Whether the example was cut to fit the maximum length.
+    pub truncated: bool,
+}
+
+impl Sequence {
+    /// Input length in tokens.
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    /// Whether there is no input (never true for a prepared sequence).
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+
+    /// Number of trained targets.
+    pub fn trained(&self) -> usize {
+        self.targets.len() - self.first_target
+    }
+}
+
+/// Where soft labels come from while preparing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftSource {
+    /// Hard labels only: responses are tokenized from their text.
+    None,
+    /// The dataset's stored logprobs: responses are the teacher's own tokens, mapped to student ids.
+    Dataset,
+}
+
+/// What preparation did, for logs and `training_args.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DataStats {
+    /// Examples read for this split.
+    pub examples: usize,
+    /// Sequences kept.
+    pub sequences: usize,
+    /// Sequences cut to the maximum length.
+    pub truncated: usize,
+    /// Examples dropped because the prompt alone filled the maximum length.
+    pub dropped_long_prompt: usize,
+    /// Input tokens over all kept sequences.
+    pub input_tokens: usize,
+    /// Trained target tokens over all kept sequences.
+    pub target_tokens: usize,
+}
+
+/// Tokenizes examples for training.
+#[derive(Debug)]
+pub struct Preparer<'a> {
+    tokenizer: &'a Tokenizer,
+    max_seq_len: usize,
+    soft: SoftSource,
+    eos: i64,
+}
+
+impl<'a> Preparer<'a> {
+    /// A preparer for `tokenizer` (its first eos id closes every response).
+    pub fn new(tokenizer: &'a Tokenizer, max_seq_len: usize, soft: SoftSource) -> Result<Self> {
+        let eos = tokenizer.eos_token_ids().first().copied().ok_or_else(|| {
+            Error::Config("the student's tokenizer has no eos token to end responses with".into())
+        })?;
+        Ok(Self {
+            tokenizer,
+            max_seq_len,
+            soft,
+            eos: i64::from(eos),
+        })
+    }
+
+    /// Tokenizes every example; `source` names the file in errors.
+    pub fn prepare(&self, examples: &[Example], source: &Path) -> Result<(Vec<Sequence>, DataStats)> {
+        let mut stats = DataStats {
+            examples: examples.len(),
+            ..DataStats::default()
+        };
+        let mut out = Vec::with_capacity(examples.len());
+        for example in examples {
+            match self.sequence(example, source)? {
+                Some(seq) => {
+                    stats.truncated += usize::from(seq.truncated);
+                    stats.input_tokens += seq.len();
+                    stats.target_tokens += seq.trained();
+                    out.push(seq);
+                }
+                None => stats.dropped_long_prompt += 1,
+            }
+        }
+        stats.sequences = out.len();
+        Ok((out, stats))
+    }
+
+    /// One example, or `None` when its prompt leaves no room for a response.
+    pub fn sequence(&self, example: &Example, source: &Path) -> Result<Option<Sequence>> {
+        let messages: Vec<Message> = example
+            .messages
+            .iter()
+            .map(|m| Message::new(role_name(m.role), m.content.clone()))
+            .collect();
+        let prompt_text = self.tokenizer.render_chat(&messages, true)?;
+        let prompt: Vec<i64> = self
+            .tokenizer
+            .encode(&prompt_text, false)?
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let (response, soft) = match self.soft {
+            SoftSource::None => {
+                let ids = self.tokenizer.encode(&example.response, false)?;
+                (ids.into_iter().map(i64::from).collect::<Vec<_>>(), Vec::new())
+            }
+            SoftSource::Dataset => self.teacher_tokens(example, source)?,
+        };
+        let mut full = prompt;
+        let prompt_len = full.len();
+        full.extend_from_slice(&response);
+        full.push(self.eos);
+        if prompt_len == 0 || prompt_len > self.max_seq_len {
+            return Ok(None);
+        }
+        let keep = (full.len() - 1).min(self.max_seq_len);
+        let truncated = keep < full.len() - 1;
+        let input_ids = full[..keep].to_vec();
+        let mut targets = full[1..=keep].to_vec();
+        let first_target = prompt_len - 1;
+        targets[..first_target].fill(IGNORE);
+        let mut soft = soft;
+        soft.truncate(keep - first_target);
+        Ok(Some(Sequence {
+            id: example.id.clone(),
+            input_ids,
+            targets,
+            first_target,
+            soft,
+            truncated,
+        }))
+    }
+
+    /// The response as the teacher's own tokens, with their top-k alternatives.
+    fn teacher_tokens(&self, example: &Example, source: &Path) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>)> {
+        let fail = |reason: String| Error::Example {
+            path: source.into(),
+            id: example.id.clone(),
+            reason,
+        };
+        if let Some(hash) = example.metadata.get(TEACHER_VOCAB_HASH_KEY) {
+            let hash = hash
+                .as_str()
+                .ok_or_else(|| fail(format!("metadata `{TEACHER_VOCAB_HASH_KEY}` is not a string")))?;
+            if hash != self.tokenizer.vocab_hash() {
+                return Err(Error::VocabMismatch {
+                    what: format!("{}: example `{}`", source.display(), example.id),
+                    teacher: hash.to_string(),
+                    student: self.tokenizer.vocab_hash().to_string(),
+                });
+            }
+        }
+        let logprobs = example.logprobs.as_ref().ok_or_else(|| {
+            fail("has no logprobs; soft-label losses need teacher logprobs in every training example (or a --teacher-model)".into())
+        })?;
+        let mut ids = Vec::with_capacity(logprobs.len());
+        let mut soft = Vec::with_capacity(logprobs.len());
+        for (position, t) in logprobs.iter().enumerate() {
+            let map = |token: &str, bytes: Option<&[u8]>| {
+                map_token(self.tokenizer, token, bytes).ok_or_else(|| Error::UnmappedToken {
+                    path: source.into(),
+                    id: example.id.clone(),
+                    position,
+                    token: token.to_string(),
+                })
+            };
+            let chosen = map(&t.token, t.bytes.as_deref())?;
+            let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
+            for alt in &t.top_logprobs {
+                let id = map(&alt.token, alt.bytes.as_deref())?;
+                if !entries.iter().any(|&(e, _)| e == id) {
+                    entries.push((id, alt.logprob as f32));
+                }
+            }
+            // A sampled token need not be among the top alternatives; its probability is known too.
+            if !entries.iter().any(|&(e, _)| e == chosen) {
+                entries.push((chosen, t.logprob as f32));
+            }
+            ids.push(i64::from(chosen));
+            soft.push(entries);
+        }
+        Ok((ids, soft))
+    }
+}
+
+/// Keeps the examples of a dataset file that belong to training (`split` unset or `train`) or
+/// to validation (`val`). `test` examples are never trained on.
+pub fn split_examples(examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for e in examples {
+        match e.split {
+            None | Some(Split::Train) => train.push(e),
+            Some(Split::Val) => val.push(e),
+            Some(Split::Test) => {}
+        }
+    }
+    (train, val)
+}
+
+fn role_name(role: Role) -> &'static str {
+    role.as_str()
+}
+
+/// GPT-2's byte-to-character table: the printable bytes stand for themselves, the others are
+/// shifted to U+0100 onwards, so that byte-level BPE vocabularies spell every byte sequence.
+fn byte_level_table() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        table[b as usize] = if printable {
+            char::from(b)
+        } else {
+            let c = char::from_u32(next).expect("below the surrogates");
+            next += 1;
+            c
+        };
+    }
+    table
+}
+
+/// The student id of a teacher token: its bytes (or text) spelled as a byte-level BPE token, or
+/// else the text as the vocabulary spells it (special tokens, non-byte-level vocabularies).
+pub fn map_token(tokenizer: &Tokenizer, token: &str, bytes: Option<&[u8]>) -> Option<u32> {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<[char; 256]> = OnceLock::new();
+    let table = TABLE.get_or_init(byte_level_table);
+    let raw = bytes.unwrap_or(token.as_bytes());
+    let spelled: String = raw.iter().map(|&b| table[b as usize]).collect();
+    tokenizer
+        .token_to_id(&spelled)
+        .or_else(|| tokenizer.token_to_id(token))
+}
+
+/// The raw bytes of a byte-level BPE token as the vocabulary spells it (the inverse of the table
+/// [`map_token`] uses), or `None` when it is not byte-level.
+pub fn token_bytes(spelled: &str) -> Option<Vec<u8>> {
+    let table = byte_level_table();
+    spelled
+        .chars()
+        .map(|c| table.iter().position(|&t| t == c).map(|b| b as u8))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_table_matches_gpt2() {
+        let table = byte_level_table();
+        assert_eq!(table[b' ' as usize], 'Ġ');
+        assert_eq!(table[b'\n' as usize], 'Ċ');
+        assert_eq!(table[b'A' as usize], 'A');
+        assert_eq!(table[0], 'Ā');
+        // All 256 characters are distinct, so the mapping is invertible.
+        let mut chars = table.to_vec();
+        chars.sort_unstable();
+        chars.dedup();
+        assert_eq!(chars.len(), 256);
+        assert_eq!(token_bytes("Ġthe").unwrap(), b" the");
+        assert_eq!(token_bytes("Ċ").unwrap(), b"\n");
+    }
+}

@@ -1,0 +1,479 @@
+//! Distillation losses on `[n, vocab]` student logits (one row per trained position).
+//!
+//! * Hard labels: cross-entropy on the teacher's response tokens ([`cross_entropy_sum`]).
+//! * Soft labels: a divergence between the teacher's distribution p and the student's q, both at
+//!   temperature T and scaled by T² so that gradients keep their size as T changes (Hinton et
+//!   al., 2015): forward KL, reverse KL, generalized JSD(β) and the skew KLs ([`Divergence`]).
+//!   The teacher comes either as full-vocabulary logits ([`full_vocab`]) or as stored top-k
+//!   log-probabilities ([`sparse`], see [`TopKMode`]).
+//!
+//! Every function returns sums over rows; the trainer divides by the token counts of the whole
+//! optimizer step, so that gradient accumulation gives the same update as one large batch.
+
+use tch::{Kind, Tensor};
+
+use super::config::{LossConfig, LossKind, TopKMode};
+
+/// Smallest teacher mass given to the "rest" bucket, so that reverse-direction divergences stay
+/// finite when the stored top-k already sum to (rounded) 1.
+pub const REST_FLOOR: f64 = 1e-6;
+
+/// A divergence D(p ‖ q) between teacher p and student q.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Divergence {
+    /// KL(p ‖ q).
+    ForwardKl,
+    /// KL(q ‖ p).
+    ReverseKl,
+    /// β·KL(p ‖ m) + (1−β)·KL(q ‖ m), m = β·p + (1−β)·q (GKD's generalized JSD).
+    Jsd {
+        /// β.
+        beta: f64,
+    },
+    /// KL(p ‖ a·p + (1−a)·q) (DistiLLM's skew KL).
+    SkewKl {
+        /// a.
+        skew: f64,
+    },
+    /// KL(q ‖ a·q + (1−a)·p) (DistiLLM's skew reverse KL).
+    SkewReverseKl {
+        /// a.
+        skew: f64,
+    },
+}
+
+impl Divergence {
+    /// The divergence a loss configuration asks for (`None` for hard labels only).
+    pub fn from_config(config: &LossConfig) -> Option<Self> {
+        Some(match config.kind {
+            LossKind::Ce => return None,
+            LossKind::Kl => Divergence::ForwardKl,
+            LossKind::Rkl => Divergence::ReverseKl,
+            LossKind::Jsd => Divergence::Jsd {
+                beta: config.jsd_beta,
+            },
+            LossKind::Skl => Divergence::SkewKl { skew: config.skew },
+            LossKind::Srkl => Divergence::SkewReverseKl { skew: config.skew },
+        })
+    }
+}
+
+/// Teacher and student log-probabilities over the same buckets, `[n, m]`, and which buckets are
+/// used (`None`: all). Unused buckets hold 0 on both sides.
+#[derive(Debug)]
+pub struct Distributions {
+    /// log p.
+    pub teacher: Tensor,
+    /// log q.
+    pub student: Tensor,
+    /// Used buckets, `[n, m]` bool.
+    pub mask: Option<Tensor>,
+}
+
+/// The float kind computations run in: f64 stays f64 (tests), everything else becomes f32.
+fn float_kind(t: &Tensor) -> Kind {
+    if t.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
+/// Sum over rows of −log q(target) at temperature 1.
+pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let logq = logits.log_softmax(-1, float_kind(logits));
+    -logq
+        .gather(1, &targets.unsqueeze(1), false)
+        .sum(float_kind(logits))
+}
+
+/// Both sides from full-vocabulary logits, at temperature `t`.
+pub fn full_vocab(student_logits: &Tensor, teacher_logits: &Tensor, t: f64) -> Distributions {
+    let kind = float_kind(student_logits);
+    Distributions {
+        teacher: (teacher_logits.to_kind(kind) / t).log_softmax(-1, kind).detach(),
+        student: (student_logits.to_kind(kind) / t).log_softmax(-1, kind),
+        mask: None,
+    }
+}
+
+/// Log-softmax over the used entries only; unused entries become 0.
+fn masked_log_softmax(x: &Tensor, mask: &Tensor) -> Tensor {
+    let not = mask.logical_not();
+    x.masked_fill(&not, f64::NEG_INFINITY)
+        .log_softmax(-1, x.kind())
+        .masked_fill(&not, 0.0)
+}
+
+/// Both sides from stored top-k targets: `ids` `[n, k]` (student ids), `teacher_logprobs` `[n, k]`
+/// (natural log, temperature 1), `valid` `[n, k]` (used slots; each row needs at least one).
+///
+/// The student's temperature-1 log-probabilities are gathered at the ids (and, for
+/// [`TopKMode::RestBucket`], its exact mass outside them is added as one more bucket). Both
+/// bucket distributions are then tempered the same way, `softmax(log b / T)`, so that D is a
+/// divergence between two proper distributions at every temperature. (Stored top-k cannot give
+/// the teacher's true tempered tail, so the tail is tempered as one bucket on both sides.)
+pub fn sparse(
+    student_logits: &Tensor,
+    ids: &Tensor,
+    teacher_logprobs: &Tensor,
+    valid: &Tensor,
+    mode: TopKMode,
+    t: f64,
+) -> Distributions {
+    let kind = float_kind(student_logits);
+    let logits = student_logits.to_kind(kind);
+    let all = logits.logsumexp(-1, true);
+    let student_k = logits.gather(1, ids, false) - &all;
+    let teacher_k = teacher_logprobs.to_kind(kind);
+    let (teacher, student, mask) = match mode {
+        TopKMode::Renormalize => (teacher_k, student_k, valid.shallow_clone()),
+        TopKMode::RestBucket => {
+            let validf = valid.to_kind(kind);
+            let teacher_mass = (teacher_k.exp() * &validf).sum_dim_intlist(-1, true, kind);
+            let teacher_rest = (-teacher_mass + 1.0).clamp_min(REST_FLOOR).log();
+            // The student's exact tail: log-sum-exp over the tokens outside the support. A finite
+            // fill (not -inf) keeps the gradient free of NaN even if a row covers the vocabulary.
+            let in_k = logits.zeros_like().scatter_add(1, ids, &validf).gt(0.0);
+            let tail = logits.masked_fill(&in_k, -1e9).logsumexp(-1, true) - &all;
+            let student_rest = tail.clamp_min(-1e4);
+            let ones = valid.ones_like().narrow(1, 0, 1);
+            (
+                Tensor::cat(&[&teacher_k, &teacher_rest], 1),
+                Tensor::cat(&[&student_k, &student_rest], 1),
+                Tensor::cat(&[valid, &ones], 1),
+            )
+        }
+    };
+    // Renormalising is exact for the renormalised mode and fixes the floor and rounding of the
+    // teacher's rest bucket; the student's buckets already sum to 1 at temperature 1.
+    let teacher = masked_log_softmax(&(teacher / t), &mask).detach();
+    let student = if mode == TopKMode::RestBucket && t == 1.0 {
+        student.masked_fill(&mask.logical_not(), 0.0)
+    } else {
+        masked_log_softmax(&(student / t), &mask)
+    };
+    Distributions {
+        teacher,
+        student,
+        mask: Some(mask),
+    }
+}
+
+/// D(p ‖ q) per row, `[n]`.
+pub fn divergence(d: &Distributions, kind: Divergence) -> Tensor {
+    let (lp, lq) = (&d.teacher, &d.student);
+    let weight = |log: &Tensor| match &d.mask {
+        Some(m) => log.exp() * m.to_kind(log.kind()),
+        None => log.exp(),
+    };
+    let kl = |la: &Tensor, lb: &Tensor| (weight(la) * (la - lb)).sum_dim_intlist(-1, false, la.kind());
+    let mix = |a: f64, la: &Tensor, lb: &Tensor| (la + a.ln()).logaddexp(&(lb + (1.0 - a).ln()));
+    match kind {
+        Divergence::ForwardKl => kl(lp, lq),
+        Divergence::ReverseKl => kl(lq, lp),
+        Divergence::Jsd { beta } => {
+            let lm = mix(beta, lp, lq);
+            kl(lp, &lm) * beta + kl(lq, &lm) * (1.0 - beta)
+        }
+        Divergence::SkewKl { skew: 0.0 } => kl(lp, lq),
+        Divergence::SkewKl { skew } => kl(lp, &mix(skew, lp, lq)),
+        Divergence::SkewReverseKl { skew: 0.0 } => kl(lq, lp),
+        Divergence::SkewReverseKl { skew } => kl(lq, &mix(skew, lq, lp)),
+    }
+}
+
+/// Sum over rows of T²·D(p ‖ q).
+pub fn soft_sum(d: &Distributions, kind: Divergence, t: f64) -> Tensor {
+    let per_row = divergence(d, kind);
+    per_row.sum(per_row.kind()) * (t * t)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each loss against an independent f64 computation on probabilities, and each gradient
+    //! against a closed form or central differences of that computation.
+
+    use super::*;
+
+    fn softmax(z: &[f64], t: f64) -> Vec<f64> {
+        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| ((v - m) / t).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    }
+
+    fn kl(p: &[f64], q: &[f64]) -> f64 {
+        p.iter()
+            .zip(q)
+            .map(|(a, b)| if *a == 0.0 { 0.0 } else { a * (a / b).ln() })
+            .sum()
+    }
+
+    fn mixture(a: f64, p: &[f64], q: &[f64]) -> Vec<f64> {
+        p.iter().zip(q).map(|(x, y)| a * x + (1.0 - a) * y).collect()
+    }
+
+    fn reference(kind: Divergence, p: &[f64], q: &[f64]) -> f64 {
+        match kind {
+            Divergence::ForwardKl => kl(p, q),
+            Divergence::ReverseKl => kl(q, p),
+            Divergence::Jsd { beta } => {
+                let m = mixture(beta, p, q);
+                beta * kl(p, &m) + (1.0 - beta) * kl(q, &m)
+            }
+            Divergence::SkewKl { skew } => kl(p, &mixture(skew, p, q)),
+            Divergence::SkewReverseKl { skew } => kl(q, &mixture(skew, q, p)),
+        }
+    }
+
+    const KINDS: [Divergence; 6] = [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::Jsd { beta: 0.3 },
+        Divergence::SkewKl { skew: 0.1 },
+        Divergence::SkewReverseKl { skew: 0.1 },
+        Divergence::SkewKl { skew: 0.0 },
+    ];
+
+    const STUDENT: [[f64; 5]; 2] = [[0.3, -1.2, 2.0, 0.5, -0.4], [1.5, 0.2, -0.7, 0.0, 0.9]];
+    const TEACHER: [[f64; 5]; 2] = [[1.0, -0.5, 2.5, -1.0, 0.1], [0.4, 0.4, -2.0, 1.1, 0.3]];
+
+    fn tensor(rows: &[[f64; 5]]) -> Tensor {
+        Tensor::from_slice(&rows.concat()).reshape([rows.len() as i64, 5])
+    }
+
+    fn leaf(rows: &[[f64; 5]]) -> Tensor {
+        tensor(rows).set_requires_grad(true)
+    }
+
+    fn grad_rows(x: &Tensor) -> Vec<Vec<f64>> {
+        let g = x.grad();
+        (0..g.size()[0])
+            .map(|r| Vec::<f64>::try_from(g.get(r)).unwrap())
+            .collect()
+    }
+
+    /// Central differences of `f` at `z` (row-major over `rows`).
+    fn numeric_grad(z: &[[f64; 5]; 2], f: &dyn Fn(&[[f64; 5]; 2]) -> f64) -> Vec<Vec<f64>> {
+        let h = 1e-6;
+        (0..2)
+            .map(|r| {
+                (0..5)
+                    .map(|c| {
+                        let (mut up, mut down) = (*z, *z);
+                        up[r][c] += h;
+                        down[r][c] -= h;
+                        (f(&up) - f(&down)) / (2.0 * h)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn assert_close(a: &[Vec<f64>], b: &[Vec<f64>], tol: f64, what: &str) {
+        for (ra, rb) in a.iter().zip(b) {
+            for (x, y) in ra.iter().zip(rb) {
+                assert!((x - y).abs() <= tol, "{what}: {x} vs {y}\n{a:?}\n{b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cross_entropy_and_its_gradient_match_a_hand_computation() {
+        let z = leaf(&STUDENT);
+        let targets = Tensor::from_slice(&[2i64, 4]);
+        let loss = cross_entropy_sum(&z, &targets);
+        let want: f64 = STUDENT
+            .iter()
+            .zip([2usize, 4])
+            .map(|(row, y)| -softmax(row, 1.0)[y].ln())
+            .sum();
+        assert!((loss.double_value(&[]) - want).abs() < 1e-12);
+        loss.backward();
+        // d/dz of −log softmax(z)_y = softmax(z) − onehot(y).
+        let closed: Vec<Vec<f64>> = STUDENT
+            .iter()
+            .zip([2usize, 4])
+            .map(|(row, y)| {
+                let mut q = softmax(row, 1.0);
+                q[y] -= 1.0;
+                q
+            })
+            .collect();
+        assert_close(&grad_rows(&z), &closed, 1e-12, "ce gradient");
+    }
+
+    #[test]
+    fn full_vocabulary_divergences_and_gradients_match_hand_computations() {
+        for t in [1.0, 2.0] {
+            for kind in KINDS {
+                let value = |zs: &[[f64; 5]; 2]| -> f64 {
+                    zs.iter()
+                        .zip(&TEACHER)
+                        .map(|(s, te)| t * t * reference(kind, &softmax(te, t), &softmax(s, t)))
+                        .sum()
+                };
+                let z = leaf(&STUDENT);
+                let loss = soft_sum(&full_vocab(&z, &tensor(&TEACHER), t), kind, t);
+                let what = format!("{kind:?} at T={t}");
+                assert!((loss.double_value(&[]) - value(&STUDENT)).abs() < 1e-12, "{what}");
+                loss.backward();
+                assert_close(&grad_rows(&z), &numeric_grad(&STUDENT, &value), 1e-6, &what);
+            }
+        }
+    }
+
+    #[test]
+    fn forward_and_reverse_kl_gradients_have_their_closed_forms() {
+        let t = 2.0;
+        // FKL: d/dz T²·KL(p ‖ softmax(z/T)) = T·(q − p).
+        let z = leaf(&STUDENT);
+        soft_sum(&full_vocab(&z, &tensor(&TEACHER), t), Divergence::ForwardKl, t).backward();
+        let closed: Vec<Vec<f64>> = STUDENT
+            .iter()
+            .zip(&TEACHER)
+            .map(|(s, te)| {
+                let (p, q) = (softmax(te, t), softmax(s, t));
+                q.iter().zip(&p).map(|(a, b)| t * (a - b)).collect()
+            })
+            .collect();
+        assert_close(&grad_rows(&z), &closed, 1e-12, "forward KL");
+        // RKL: d/dz_j T²·KL(q ‖ p) = T·q_j·(log q_j − log p_j − KL(q ‖ p)).
+        let z = leaf(&STUDENT);
+        soft_sum(&full_vocab(&z, &tensor(&TEACHER), t), Divergence::ReverseKl, t).backward();
+        let closed: Vec<Vec<f64>> = STUDENT
+            .iter()
+            .zip(&TEACHER)
+            .map(|(s, te)| {
+                let (p, q) = (softmax(te, t), softmax(s, t));
+                let d = kl(&q, &p);
+                q.iter()
+                    .zip(&p)
+                    .map(|(a, b)| t * a * ((a / b).ln() - d))
+                    .collect()
+            })
+            .collect();
+        assert_close(&grad_rows(&z), &closed, 1e-12, "reverse KL");
+    }
+
+    /// Stored top-k: row 0 keeps tokens 2 and 0, row 1 keeps tokens 3, 0, 4 (its third slot is
+    /// padding in the two-slot case below).
+    fn topk() -> (Tensor, Tensor, Tensor, Vec<Vec<usize>>) {
+        let support = [[2usize, 0, 0], [3usize, 0, 4]];
+        let valid = [[true, true, false], [true, true, true]];
+        let ids = Tensor::from_slice(&[2i64, 0, 0, 3, 0, 4]).reshape([2, 3]);
+        let mut lps = Vec::new();
+        for (r, row) in support.iter().enumerate() {
+            let p = softmax(&TEACHER[r], 1.0);
+            for (j, &id) in row.iter().enumerate() {
+                lps.push(if valid[r][j] { p[id].ln() } else { 0.0 });
+            }
+        }
+        let valid_t = Tensor::from_slice(&valid.concat()).reshape([2, 3]);
+        let support = vec![vec![2, 0], vec![3, 0, 4]];
+        (ids, Tensor::from_slice(&lps).reshape([2, 3]), valid_t, support)
+    }
+
+    /// The bucket distributions by hand: k tokens (+ rest), tempered as `b^(1/T)` renormalised.
+    fn buckets(probs: &[f64], support: &[usize], mode: TopKMode, t: f64) -> Vec<f64> {
+        let mut b: Vec<f64> = support.iter().map(|&i| probs[i]).collect();
+        if mode == TopKMode::RestBucket {
+            b.push((1.0 - b.iter().sum::<f64>()).max(REST_FLOOR));
+        }
+        let powered: Vec<f64> = b.iter().map(|x| x.powf(1.0 / t)).collect();
+        let s: f64 = powered.iter().sum();
+        powered.iter().map(|x| x / s).collect()
+    }
+
+    #[test]
+    fn sparse_top_k_divergences_and_gradients_match_hand_computations() {
+        let (ids, lps, valid, support) = topk();
+        for mode in [TopKMode::RestBucket, TopKMode::Renormalize] {
+            for t in [1.0, 2.0] {
+                for kind in KINDS {
+                    let value = |zs: &[[f64; 5]; 2]| -> f64 {
+                        (0..2)
+                            .map(|r| {
+                                let p = buckets(&softmax(&TEACHER[r], 1.0), &support[r], mode, t);
+                                let q = buckets(&softmax(&zs[r], 1.0), &support[r], mode, t);
+                                t * t * reference(kind, &p, &q)
+                            })
+                            .sum()
+                    };
+                    let z = leaf(&STUDENT);
+                    let d = sparse(&z, &ids, &lps, &valid, mode, t);
+                    let loss = soft_sum(&d, kind, t);
+                    let what = format!("{kind:?} {mode:?} T={t}");
+                    assert!((loss.double_value(&[]) - value(&STUDENT)).abs() < 1e-12, "{what}");
+                    loss.backward();
+                    assert_close(&grad_rows(&z), &numeric_grad(&STUDENT, &value), 1e-6, &what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn divergences_vanish_when_the_student_equals_the_teacher() {
+        let (ids, lps, valid, _) = topk();
+        for kind in KINDS {
+            let z = tensor(&TEACHER);
+            let full = soft_sum(&full_vocab(&z, &tensor(&TEACHER), 2.0), kind, 2.0);
+            assert!(full.double_value(&[]).abs() < 1e-14, "{kind:?}");
+            for mode in [TopKMode::RestBucket, TopKMode::Renormalize] {
+                let s = soft_sum(&sparse(&z, &ids, &lps, &valid, mode, 1.0), kind, 1.0);
+                assert!(s.double_value(&[]).abs() < 1e-14, "{kind:?} {mode:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_rest_bucket_sees_tail_mass_that_renormalising_ignores() {
+        // Two students agree with the teacher's top-2 proportions, but put different mass in the tail.
+        let ids = Tensor::from_slice(&[0i64, 1]).reshape([1, 2]);
+        let teacher = [0.5f64, 0.3];
+        let lps = Tensor::from_slice(&[teacher[0].ln(), teacher[1].ln()]).reshape([1, 2]);
+        let valid = Tensor::from_slice(&[true, true]).reshape([1, 2]);
+        let student = |head: f64| {
+            // Proportions 5:3 on the top-2, the remaining mass spread over three tail tokens.
+            let tail = (1.0 - head) / 3.0;
+            let probs = [head * 5.0 / 8.0, head * 3.0 / 8.0, tail, tail, tail];
+            Tensor::from_slice(&probs.map(f64::ln)).reshape([1, 5])
+        };
+        let loss = |z: &Tensor, mode| {
+            soft_sum(
+                &sparse(z, &ids, &lps, &valid, mode, 1.0),
+                Divergence::ForwardKl,
+                1.0,
+            )
+            .double_value(&[])
+        };
+        let (calibrated, overconfident) = (student(0.8), student(0.99));
+        assert!(loss(&calibrated, TopKMode::Renormalize).abs() < 1e-12);
+        assert!(loss(&overconfident, TopKMode::Renormalize).abs() < 1e-12);
+        assert!(loss(&calibrated, TopKMode::RestBucket).abs() < 1e-12);
+        assert!(loss(&overconfident, TopKMode::RestBucket) > 0.1);
+    }
+
+    #[test]
+    fn padding_slots_change_nothing() {
+        let (ids, lps, valid, _) = topk();
+        let z = tensor(&STUDENT);
+        let a = soft_sum(
+            &sparse(&z, &ids, &lps, &valid, TopKMode::RestBucket, 1.0),
+            Divergence::ReverseKl,
+            1.0,
+        );
+        // Different junk in the padded slot (row 0, slot 2).
+        let ids2 = ids.copy();
+        let _ = ids2.get(0).get(2).fill_(4);
+        let lps2 = lps.copy();
+        let _ = lps2.get(0).get(2).fill_(-0.01);
+        let b = soft_sum(
+            &sparse(&z, &ids2, &lps2, &valid, TopKMode::RestBucket, 1.0),
+            Divergence::ReverseKl,
+            1.0,
+        );
+        assert_eq!(a.double_value(&[]), b.double_value(&[]));
+    }
+}

@@ -1,0 +1,40 @@
+//! The distillation trainer.
+//!
+//! [`train`] runs a [`TrainConfig`] end to end: it reads a distill-data dataset, tokenizes it
+//! through the student's chat template ([`data`]), batches it by length with a seeded, resumable
+//! order ([`batch`]), trains with hard and soft labels ([`loss`]) under AdamW ([`optim`]), writes
+//! atomic checkpoints it can resume from exactly ([`checkpoint`]), and leaves in `output_dir`:
+//!
+//! | path | what |
+//! |---|---|
+//! | `final_model/` | the student as an HF directory (config, safetensors, tokenizer) |
+//! | `checkpoints/step-NNNNNNNN/` | the newest `keep_checkpoints` checkpoints, and the best one |
+//! | `training_args.json` | the configuration and data statistics |
+//! | `metrics.jsonl` | one line per step (loss parts, lr, tokens/s) and per evaluation |
+//! | `loss_curve.svg` | training and validation loss |
+//!
+//! Progress comes through a callback of [`TrainEvent`]s; a raised stop flag ends the run after
+//! the current step with a checkpoint. Nothing here prints or reads the environment.
+//!
+//! Soft labels need teacher probabilities over the student's vocabulary: either the top-k
+//! logprobs stored in the dataset (teacher tokens are mapped onto the student's vocabulary;
+//! a dataset's [`data::TEACHER_VOCAB_HASH_KEY`] must match the student's vocabulary hash), or a
+//! local teacher model with the same tokenizer (checked by vocabulary hash).
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+mod error;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod setup;
+mod trainer;
+
+pub use config::{
+    DeviceChoice, KeepLayers, LossConfig, LossKind, LrSchedule, MixedPrecision, OptimConfig, TopKMode,
+    TrainConfig,
+};
+pub use error::{Error, Result};
+pub use trainer::{Outcome, Parts, TrainEvent, TrainSummary, Trainer, final_model_dir, train};

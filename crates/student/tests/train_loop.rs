@@ -1,0 +1,305 @@
+//! The trainer end to end on a tiny model: hard and soft labels, validation, outputs, guards,
+//! and an in-process stop/resume that must reproduce an uninterrupted run bit for bit.
+
+#[path = "train_support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use distill_student::LoadedModel;
+use distill_student::tokenizer::Tokenizer;
+use distill_student::train::metrics::Record;
+use distill_student::train::{Error, LossKind, MixedPrecision, Outcome, Parts, TrainEvent, Trainer};
+use tch::{Device, Tensor};
+
+fn parts(n: usize, logprobs: bool) -> Parts {
+    let tokenizer = support::tokenizer();
+    let mut examples = support::examples(n, &tokenizer, logprobs);
+    let val = examples.split_off(n - 6);
+    Parts {
+        student: support::tiny_model(&tokenizer, 2),
+        teacher: None,
+        train: examples,
+        val,
+    }
+}
+
+fn run(
+    config: distill_student::train::TrainConfig,
+    parts: Parts,
+) -> (distill_student::train::TrainSummary, Vec<TrainEvent>) {
+    let mut events = Vec::new();
+    let mut trainer = Trainer::from_parts(config, parts).unwrap();
+    let summary = trainer
+        .run(&AtomicBool::new(false), &mut |e| events.push(e.clone()))
+        .unwrap();
+    (summary, events)
+}
+
+fn step_losses(events: &[TrainEvent]) -> Vec<f64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { record, .. } => Some(record.loss),
+            _ => None,
+        })
+        .collect()
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn assert_bitwise_equal(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in a {
+        assert!(
+            t.equal(&b[name]),
+            "{name} differs: max |Δ| = {}",
+            (t - &b[name]).abs().max().double_value(&[])
+        );
+    }
+}
+
+#[test]
+fn hard_labels_learn_and_every_output_is_written() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.max_steps = Some(40);
+    config.eval_every = 10;
+    config.save_every = 10;
+    config.keep_checkpoints = 2;
+    let (summary, events) = run(config, parts(40, false));
+    assert_eq!(summary.outcome, Outcome::Completed);
+    assert_eq!(summary.steps, 40);
+    let losses = step_losses(&events);
+    let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = losses[35..].iter().sum::<f64>() / 5.0;
+    assert!(last < first * 0.7, "loss {first} -> {last}");
+    let evals: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval { record, .. } => Some(record.val_loss),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evals.len(), 4);
+    assert!(evals[3] < evals[0], "{evals:?}");
+
+    let dir = out.path();
+    for f in [
+        "training_args.json",
+        "metrics.jsonl",
+        "loss_curve.svg",
+        "final_model/config.json",
+        "final_model/tokenizer.json",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let records: Vec<Record> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        records.iter().filter(|r| matches!(r, Record::Step(_))).count(),
+        40
+    );
+    assert_eq!(records.iter().filter(|r| matches!(r, Record::Eval(_))).count(), 4);
+    // Two newest checkpoints, plus the best one when it is older.
+    let kept: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&"step-00000040".to_string()) && kept.contains(&"step-00000030".to_string()),
+        "{kept:?}"
+    );
+    assert!(!kept.contains(&"step-00000010".to_string()), "{kept:?}");
+
+    // The final model loads back as an HF directory and scores the validation data as the trainer did.
+    let model = LoadedModel::load(dir.join("final_model"), Device::Cpu).unwrap();
+    let tokenizer = Tokenizer::from_hf_dir(dir.join("final_model")).unwrap();
+    assert_eq!(tokenizer.vocab_hash(), support::tokenizer().vocab_hash());
+    assert_eq!(model.config.num_hidden_layers, 2);
+}
+
+#[test]
+fn soft_labels_from_stored_top_k_train_with_every_divergence() {
+    for kind in [
+        LossKind::Kl,
+        LossKind::Rkl,
+        LossKind::Jsd,
+        LossKind::Skl,
+        LossKind::Srkl,
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut config = support::config(out.path(), kind);
+        config.max_steps = Some(20);
+        let (summary, events) = run(config, parts(30, true));
+        assert_eq!(summary.steps, 20, "{kind:?}");
+        let losses = step_losses(&events);
+        assert!(losses.iter().all(|l| l.is_finite()), "{kind:?}: {losses:?}");
+        assert!(
+            losses[17..].iter().sum::<f64>() < losses[..3].iter().sum::<f64>(),
+            "{kind:?}: {losses:?}"
+        );
+        let soft = events.iter().find_map(|e| match e {
+            TrainEvent::Step { record, .. } => record.soft_loss,
+            _ => None,
+        });
+        assert!(soft.is_some_and(|s| s > 0.0), "{kind:?}");
+    }
+}
+
+#[test]
+fn an_online_teacher_and_its_top_k_cache_train() {
+    let tokenizer = support::tokenizer();
+    for cache in [None, Some(8)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut config = support::config(out.path(), LossKind::Kl);
+        config.max_steps = Some(6);
+        config.teacher_model = Some("tiny-teacher".into());
+        config.teacher_cache_top_k = cache;
+        let teacher = support::tiny_model(&tokenizer, 1);
+        let mut p = parts(20, false);
+        p.teacher = Some(teacher);
+        let (summary, events) = run(config, p);
+        assert_eq!(summary.steps, 6);
+        assert!(step_losses(&events).iter().all(|l| l.is_finite()));
+        assert_eq!(
+            out.path().join("teacher_topk.safetensors").exists(),
+            cache.is_some()
+        );
+    }
+}
+
+#[test]
+fn a_dataset_from_a_teacher_with_another_vocabulary_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let mut p = parts(12, true);
+    p.train[3]
+        .metadata
+        .insert("teacher_vocab_hash".into(), "0123abcd".into());
+    let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), p).unwrap_err();
+    assert!(matches!(err, Error::VocabMismatch { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("0123abcd") && message.contains("synthetic.jsonl"),
+        "{message}"
+    );
+
+    // A token the student's vocabulary cannot spell.
+    let mut p = parts(12, true);
+    let lp = p.train[2].logprobs.as_mut().unwrap();
+    lp[1].top_logprobs[1].token = "not-a-token-of-this-vocabulary".into();
+    lp[1].top_logprobs[1].bytes = None;
+    let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), p).unwrap_err();
+    assert!(matches!(err, Error::UnmappedToken { position: 1, .. }), "{err}");
+
+    // Soft labels without logprobs.
+    let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), parts(12, false)).unwrap_err();
+    assert!(err.to_string().contains("has no logprobs"), "{err}");
+}
+
+#[test]
+fn mixed_precision_on_the_cpu_is_refused_with_a_clear_error() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.precision = MixedPrecision::Fp16;
+    let err = Trainer::from_parts(config, parts(12, false)).unwrap_err();
+    assert!(err.to_string().contains("--fp16 needs a CUDA device"), "{err}");
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_the_run_aborts() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.max_steps = Some(10);
+    config.max_bad_steps = 3;
+    config.reinit = false;
+    let p = parts(12, false);
+    {
+        // Fault injection: a NaN in the final norm poisons every forward pass.
+        let _guard = tch::no_grad_guard();
+        let mut vars = p.student.model.vs.variables();
+        let _ = vars.get_mut("model.norm.weight").unwrap().fill_(f64::NAN);
+    }
+    let mut skipped = 0;
+    let mut trainer = Trainer::from_parts(config, p).unwrap();
+    let err = trainer
+        .run(&AtomicBool::new(false), &mut |e| {
+            if matches!(e, TrainEvent::Skipped { .. }) {
+                skipped += 1;
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Diverged { step: 3, count: 3 }), "{err}");
+    assert_eq!(skipped, 2);
+}
+
+#[test]
+fn truncation_is_counted() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.max_seq_len = 135;
+    config.max_steps = Some(1);
+    let mut started = None;
+    let mut trainer = Trainer::from_parts(config, parts(30, false)).unwrap();
+    trainer
+        .run(&AtomicBool::new(false), &mut |e| {
+            if let TrainEvent::Started { train, .. } = e {
+                started = Some(train.clone());
+            }
+        })
+        .unwrap();
+    let stats = started.unwrap();
+    assert!(
+        stats.truncated > 0 && stats.truncated < stats.sequences,
+        "{stats:?}"
+    );
+    assert!(trainer.train_sequences().iter().all(|s| s.len() <= 135));
+}
+
+#[test]
+fn stopping_and_resuming_reproduces_an_uninterrupted_run_exactly() {
+    let whole = tempfile::tempdir().unwrap();
+    let mut config = support::config(whole.path(), LossKind::Kl);
+    config.max_steps = Some(12);
+    config.save_every = 3;
+    config.optim.grad_accum = 2;
+    run(config.clone(), parts(30, true));
+
+    let split = tempfile::tempdir().unwrap();
+    config.output_dir = split.path().into();
+    let stop = AtomicBool::new(false);
+    let mut trainer = Trainer::from_parts(config.clone(), parts(30, true)).unwrap();
+    let summary = trainer
+        .run(&stop, &mut |e| {
+            if let TrainEvent::Step { record, .. } = e
+                && record.step == 5
+            {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert_eq!(summary.outcome, Outcome::Stopped);
+    assert_eq!(summary.steps, 5);
+    assert!(!split.path().join("final_model").exists());
+
+    config.resume = true;
+    let (summary, events) = run(config.clone(), parts(30, true));
+    assert!(matches!(events[0], TrainEvent::Started { start_step: 5, .. }));
+    assert_eq!(summary.steps, 12);
+    assert_bitwise_equal(
+        &weights(&whole.path().join("final_model")),
+        &weights(&split.path().join("final_model")),
+    );
+
+    // Resuming with settings that change the trajectory is refused.
+    config.optim.lr *= 2.0;
+    let err = Trainer::from_parts(config, parts(30, true)).unwrap_err();
+    assert!(err.to_string().contains("optim"), "{err}");
+}
