@@ -1,6 +1,4 @@
-//! # distill-eval
-//!
-//! Evaluation of distilled models against their teacher.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod accuracy;
