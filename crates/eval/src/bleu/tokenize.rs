@@ -143,11 +143,17 @@ fn pair_pass(
     }
 }
 
-/// The first 13a rule's class `[\{-\~\[-\` -\&\(-\+\:-\@\/]` (ASCII only).
-#[inline]
-fn is_13a_symbol(b: u8) -> bool {
-    matches!(b, b'{'..=b'~' | b'['..=b'`' | b' '..=b'&' | b'('..=b'+' | b':'..=b'@' | b'/')
-}
+/// The first 13a rule's class `[\{-\~\[-\` -\&\(-\+\:-\@\/]`, as a byte table.
+const IS_13A_SYMBOL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = matches!(c, b'{'..=b'~' | b'['..=b'`' | b' '..=b'&' | b'('..=b'+' | b':'..=b'@' | b'/');
+        b += 1;
+    }
+    t
+};
 
 #[inline]
 fn is_period_or_comma_byte(b: u8) -> bool {
@@ -183,66 +189,87 @@ fn tokenize_13a(line: &str, scratch: &mut Scratch) {
     }
 
     let (a, b) = (&mut scratch.bytes_a, &mut scratch.bytes_b);
-    // Rule 1, on f" {line} ": pad the ASCII symbols with spaces.
+    // Rule 1, on f" {line} ": pad the ASCII symbols with spaces. A space stays a
+    // single space: later rules see a space on either side of a padded space
+    // either way, and a space can neither start rule 3's pairs nor end rule 2's,
+    // so the number of spaces in a run changes nothing but the final splitting.
     a.clear();
     a.reserve(line.len() * 2 + 2);
     a.push(b' ');
-    for &c in line.as_bytes() {
-        if is_13a_symbol(c) {
-            a.extend_from_slice(&[b' ', c, b' ']);
-        } else {
-            a.push(c);
+    let bytes = line.as_bytes();
+    let mut run = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if IS_13A_SYMBOL[usize::from(c)] {
+            a.extend_from_slice(&bytes[run..i]);
+            if c == b' ' {
+                a.push(b' ');
+            } else {
+                a.extend_from_slice(&[b' ', c, b' ']);
+            }
+            run = i + 1;
         }
     }
+    a.extend_from_slice(&bytes[run..]);
     a.push(b' ');
     // Rule 2: `([^0-9])([\.,])` -> `\1 \2 `.
-    byte_pair_pass(
-        a,
-        b,
-        |c, d| !c.is_ascii_digit() && is_period_or_comma_byte(d),
-        |o, c, d| {
-            o.extend_from_slice(&[c, b' ', d, b' ']);
-        },
-    );
+    pass_on_second(a, b, is_period_or_comma_byte, |c| !c.is_ascii_digit());
     // Rule 3: `([\.,])([^0-9])` -> ` \1 \2`.
-    byte_pair_pass(
-        b,
-        a,
-        |c, d| is_period_or_comma_byte(c) && !d.is_ascii_digit(),
-        |o, c, d| {
-            o.extend_from_slice(&[b' ', c, b' ', d]);
-        },
-    );
+    pass_on_first(b, a, is_period_or_comma_byte, |d| !d.is_ascii_digit());
     // Rule 4: `([0-9])(-)` -> `\1 \2 `.
-    byte_pair_pass(
-        a,
-        b,
-        |c, d| c.is_ascii_digit() && d == b'-',
-        |o, c, d| {
-            o.extend_from_slice(&[c, b' ', d, b' ']);
-        },
-    );
+    pass_on_second(a, b, |d| d == b'-', |c| c.is_ascii_digit());
 }
 
-/// One `re.sub` of a fixed two-byte pattern over `input`.
+/// `re.sub("(first)(second)", r"\1 \2 ")` where `second` is a set of rare bytes:
+/// jump from one `second` byte to the next and test the byte before it. After a
+/// match the scan resumes behind it, as Python's does.
 #[inline]
-fn byte_pair_pass(
-    input: &[u8],
-    out: &mut Vec<u8>,
-    matches: impl Fn(u8, u8) -> bool,
-    emit: impl Fn(&mut Vec<u8>, u8, u8),
-) {
+fn pass_on_second(input: &[u8], out: &mut Vec<u8>, second: impl Fn(u8) -> bool, first: impl Fn(u8) -> bool) {
     out.clear();
     out.reserve(input.len() + input.len() / 2);
     let mut i = 0;
     while i < input.len() {
-        let c = input[i];
-        if i + 1 < input.len() && matches(c, input[i + 1]) {
-            emit(out, c, input[i + 1]);
-            i += 2;
+        let Some(off) = input
+            .get(i + 1..)
+            .and_then(|rest| rest.iter().position(|&d| second(d)))
+        else {
+            out.extend_from_slice(&input[i..]);
+            return;
+        };
+        let j = i + 1 + off;
+        out.extend_from_slice(&input[i..j - 1]);
+        let c = input[j - 1];
+        if first(c) {
+            out.extend_from_slice(&[c, b' ', input[j], b' ']);
+            i = j + 1;
         } else {
             out.push(c);
-            i += 1;
+            i = j;
+        }
+    }
+}
+
+/// `re.sub("(first)(second)", r" \1 \2")` where `first` is a set of rare bytes.
+#[inline]
+fn pass_on_first(input: &[u8], out: &mut Vec<u8>, first: impl Fn(u8) -> bool, second: impl Fn(u8) -> bool) {
+    out.clear();
+    out.reserve(input.len() + input.len() / 2);
+    let mut i = 0;
+    while i < input.len() {
+        let Some(off) = input[i..].iter().position(|&c| first(c)) else {
+            out.extend_from_slice(&input[i..]);
+            return;
+        };
+        let j = i + off;
+        out.extend_from_slice(&input[i..j]);
+        match input.get(j + 1) {
+            Some(&d) if second(d) => {
+                out.extend_from_slice(&[b' ', input[j], b' ', d]);
+                i = j + 2;
+            }
+            _ => {
+                out.push(input[j]);
+                i = j + 1;
+            }
         }
     }
 }
