@@ -1,7 +1,11 @@
 //! `distill`: the command-line interface. Argument parsing and wiring only; the work
 //! lives in the library crates.
 
+mod chat;
+mod device;
 mod eval;
+mod export;
+mod train;
 
 use std::process::ExitCode;
 
@@ -23,8 +27,14 @@ struct Cli {
 enum Command {
     /// Show the linked libtorch and the devices it can use.
     Info,
+    /// Ask a model one question through its chat template.
+    Chat(chat::Args),
+    /// Convert a model between GGUF and Hugging Face formats.
+    Export(export::Args),
     /// Evaluate outputs: BLEU and ROUGE of text files (`eval text`).
     Eval(eval::Args),
+    /// Train a student on a distillation dataset (hard and soft labels).
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("cpu threads: {}", runtime.cpu_threads);
             Ok(())
         }
+        Command::Chat(args) => chat::run(args),
+        Command::Export(args) => export::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

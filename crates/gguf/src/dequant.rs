@@ -11,7 +11,7 @@ use crate::types::GgmlType;
 pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), GgmlType> {
     let (block, block_bytes) = kind.block_layout();
     let (block, block_bytes) = (block as usize, block_bytes as usize);
-    if out.len() % block != 0 || bytes.len() != out.len() / block * block_bytes {
+    if !out.len().is_multiple_of(block) || bytes.len() != out.len() / block * block_bytes {
         return Err(kind);
     }
     let blocks = bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(block));

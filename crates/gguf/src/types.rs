@@ -109,7 +109,7 @@ impl GgmlType {
     /// Bytes taken by `elements` values, or `None` if they do not fill whole blocks or overflow.
     pub fn byte_size(self, elements: u64) -> Option<u64> {
         let (block, bytes) = self.block_layout();
-        if elements % block != 0 {
+        if !elements.is_multiple_of(block) {
             return None;
         }
         (elements / block).checked_mul(bytes)

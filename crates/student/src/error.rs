@@ -18,6 +18,9 @@ pub enum Error {
     /// A GGUF file could not be read.
     #[error(transparent)]
     Gguf(#[from] distill_gguf::Error),
+    /// A tokenizer could not be built, loaded, saved or used.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::Error),
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -8,6 +8,7 @@ pub mod checkpoint;
 mod error;
 pub mod generate;
 pub mod model;
+mod pretrained;
 pub mod shrink;
 pub mod tokenizer;
 pub mod train;
@@ -16,6 +17,7 @@ pub use checkpoint::LoadedModel;
 pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{CausalLm, ForwardInput, KvCache, LlamaConfig, Precision};
+pub use pretrained::{Pretrained, Reply};
 pub use tch;
 
 /// Facts about the libtorch this crate was linked against.

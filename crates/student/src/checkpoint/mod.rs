@@ -25,7 +25,7 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Builds a fresh Llama with `config` on `device` (weights as `nn` initialises them).
+    /// Builds a Llama with `config` on `device`, its weights zero (norms one), ready to be loaded.
     pub fn new_llama(config: LlamaConfig, device: Device, source: PathBuf) -> Result<Self> {
         config.validate().map_err(|reason| Error::Config {
             path: source.clone(),
@@ -39,6 +39,14 @@ impl LoadedModel {
             config,
             source,
         })
+    }
+
+    /// Builds a fresh Llama initialised as transformers does (weights ~ N(0, 0.02)), from `seed`.
+    pub fn fresh_llama(config: LlamaConfig, device: Device, seed: i64) -> Result<Self> {
+        tch::manual_seed(seed);
+        let model = Self::new_llama(config, device, PathBuf::from("<fresh>"))?;
+        crate::shrink::init_like_transformers(&model.vs, 0.02);
+        Ok(model)
     }
 
     /// Loads a checkpoint: a `.gguf` file, or an HF directory.

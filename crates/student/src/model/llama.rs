@@ -195,24 +195,25 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Creates the model's variables under `root` (HF names: `model.…`, `lm_head`).
+    /// Creates the model's variables under `root` (HF names: `model.…`, `lm_head`). Weights start
+    /// at zero (norms at one): load a checkpoint or call [`crate::shrink::init_like_transformers`].
     pub fn new(root: &nn::Path<'_>, config: &LlamaConfig) -> Self {
         let model = root / "model";
         let embed_tokens = nn::embedding(
             &model / "embed_tokens",
             config.vocab_size,
             config.hidden_size,
-            Default::default(),
+            nn::EmbeddingConfig {
+                ws_init: nn::Init::Const(0.0),
+                ..Default::default()
+            },
         );
         let layers = (0..config.num_hidden_layers)
             .map(|i| Block::new(&(&model / "layers" / i), config))
             .collect();
         let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
         let lm_head = (!config.tie_word_embeddings).then(|| {
-            let no_bias = nn::LinearConfig {
-                bias: false,
-                ..Default::default()
-            };
+            let no_bias = linear_config(false);
             nn::linear(root / "lm_head", config.hidden_size, config.vocab_size, no_bias)
         });
         let inv_freq = Tensor::from_slice(&config.inverse_frequencies())
@@ -270,6 +271,16 @@ impl Llama {
     }
 }
 
+/// Linear layers start at zero: weights are loaded or initialised afterwards, and random
+/// initialisation of every variable would cost seconds on each load.
+fn linear_config(bias: bool) -> nn::LinearConfig {
+    nn::LinearConfig {
+        ws_init: nn::Init::Const(0.0),
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    }
+}
+
 /// Root-mean-square layer norm, computed in f32 as transformers does.
 #[derive(Debug)]
 struct RmsNorm {
@@ -310,10 +321,7 @@ struct Attention {
 impl Attention {
     fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
         let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.kv_heads(), c.head_width());
-        let with_bias = nn::LinearConfig {
-            bias: c.attention_bias,
-            ..Default::default()
-        };
+        let with_bias = linear_config(c.attention_bias);
         Self {
             q_proj: nn::linear(path / "q_proj", c.hidden_size, heads * head_dim, with_bias),
             k_proj: nn::linear(path / "k_proj", c.hidden_size, kv_heads * head_dim, with_bias),
@@ -374,10 +382,7 @@ struct Mlp {
 
 impl Mlp {
     fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
-        let cfg = nn::LinearConfig {
-            bias: c.mlp_bias,
-            ..Default::default()
-        };
+        let cfg = linear_config(c.mlp_bias);
         Self {
             gate_proj: nn::linear(path / "gate_proj", c.hidden_size, c.intermediate_size, cfg),
             up_proj: nn::linear(path / "up_proj", c.hidden_size, c.intermediate_size, cfg),

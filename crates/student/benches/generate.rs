@@ -1,0 +1,56 @@
+//! Generation speed: batch 1, greedy, 128 new tokens, fp32 on the CPU, for SmolLM2-135M and
+//! a 6-layer student made from it (layers 0, 5, …, 25). The transformers side of the
+//! comparison is `benches/generate_peer.py`, run in the same session (see docs/benchmarks.md).
+
+#[path = "../../gguf/tests/support/assets.rs"]
+mod assets;
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use distill_student::shrink::{evenly_spaced_layers, select_layers};
+use distill_student::{GenerationConfig, LoadedModel, generate};
+use tch::Device;
+
+const NEW_TOKENS: usize = 128;
+
+fn prompt() -> Vec<i64> {
+    // A fixed 32-token prompt, so both sides decode from the same length.
+    (0..32).map(|i| 100 + 37 * i).collect()
+}
+
+fn bench_generation(c: &mut Criterion) {
+    let teacher = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    let layers = evenly_spaced_layers(30, 6).unwrap();
+    let student = select_layers(&teacher, &layers).unwrap();
+    // No stop tokens: always exactly NEW_TOKENS, as the peer forces with min_new_tokens.
+    let config = GenerationConfig {
+        max_new_tokens: NEW_TOKENS,
+        ..Default::default()
+    };
+    let mut group = c.benchmark_group("generate_greedy_128");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(NEW_TOKENS as u64));
+    for (name, model) in [("smollm2_135m", &teacher), ("student_6_layers", &student)] {
+        group.bench_function(name, |b| {
+            b.iter(|| generate(&model.model, &[prompt()], &config, &mut |_, _| {}).unwrap())
+        });
+    }
+    group.finish();
+
+    let mut prefill = c.benchmark_group("prefill_32_tokens");
+    prefill.sample_size(10);
+    let ids = tch::Tensor::from_slice(&prompt()).reshape([1, 32]);
+    let _guard = tch::no_grad_guard();
+    prefill.bench_function("smollm2_135m", |b| {
+        b.iter(|| {
+            teacher
+                .model
+                .forward(&distill_student::ForwardInput::new(&ids), None)
+        })
+    });
+    prefill.finish();
+}
+
+criterion_group!(benches, bench_generation);
+criterion_main!(benches);

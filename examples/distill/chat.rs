@@ -1,0 +1,71 @@
+//! `distill chat`: one prompt in, a streamed answer out.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use distill::student::Pretrained;
+use distill::student::tokenizer::Message;
+
+use crate::device::DeviceArg;
+
+/// Ask a model one question through its chat template.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A `.gguf` file or a Hugging Face model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-p (nucleus) sampling.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let model = Pretrained::load(&args.model, args.device.resolve()?)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let mut messages = Vec::new();
+    if let Some(system) = args.system {
+        messages.push(Message::system(system));
+    }
+    messages.push(Message::user(args.prompt));
+    let config = distill::student::GenerationConfig {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..model.generation_config(args.max_new_tokens)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let reply = model.chat(&messages, &config, &mut |piece| {
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    writeln!(stdout)?;
+    eprintln!(
+        "[loaded in {load_seconds:.2} s; {} prompt + {} new tokens; first token {:.2} s; {:.1} tok/s]",
+        reply.prompt_tokens,
+        reply.completion_tokens,
+        reply.first_token_seconds,
+        reply.completion_tokens as f64 / (reply.total_seconds - reply.first_token_seconds).max(1e-9),
+    );
+    Ok(())
+}
