@@ -352,33 +352,18 @@ impl Engine {
         );
 
         let teacher_id = self.teacher.id();
-        let mut source = prompts.into_iter();
-        let mut dispatched: HashSet<String> = HashSet::new();
+        let mut feed = Feed {
+            source: prompts.into_iter(),
+            dispatched: HashSet::new(),
+            exhausted: false,
+        };
         let mut tasks: JoinSet<(Prompt, Outcome)> = JoinSet::new();
-        let mut exhausted = false;
         let mut stopping = false;
         let mut fatal: Option<Error> = None;
 
         loop {
-            let done = shared.counters.done.load(Ordering::Relaxed);
-            while !stopping
-                && !exhausted
-                && tasks.len() < opts.concurrency
-                && done + tasks.len() < opts.num_examples
-            {
-                let Some(prompt) = source.next() else {
-                    exhausted = true;
-                    break;
-                };
-                if writer.contains(&prompt.id) || !dispatched.insert(prompt.id.clone()) {
-                    continue;
-                }
-                shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-                let task_shared = shared.clone();
-                tasks.spawn(async move {
-                    let outcome = attempt_prompt(&task_shared, &prompt).await;
-                    (prompt, outcome)
-                });
+            if !stopping {
+                feed.fill(&mut tasks, &writer, &shared, opts, 0);
             }
             if tasks.is_empty() {
                 break;
@@ -483,6 +468,43 @@ impl Engine {
         match fatal {
             Some(e) => Err(e),
             None => Ok(summary),
+        }
+    }
+}
+
+/// The prompt source, and which prompts this run has already taken from it.
+struct Feed<I> {
+    source: I,
+    dispatched: HashSet<String>,
+    exhausted: bool,
+}
+
+impl<I: Iterator<Item = Prompt>> Feed<I> {
+    /// Spawns requests while there is room: fewer than `concurrency` in flight and
+    /// `done + reserved + in flight < N`. Skips ids already written or already taken.
+    fn fill(
+        &mut self,
+        tasks: &mut JoinSet<(Prompt, Outcome)>,
+        writer: &ExampleWriter,
+        shared: &Arc<Shared>,
+        opts: &GenerateOptions,
+        reserved: usize,
+    ) {
+        let done = shared.counters.done.load(Ordering::Relaxed) + reserved;
+        while !self.exhausted && tasks.len() < opts.concurrency && done + tasks.len() < opts.num_examples {
+            let Some(prompt) = self.source.next() else {
+                self.exhausted = true;
+                break;
+            };
+            if writer.contains(&prompt.id) || !self.dispatched.insert(prompt.id.clone()) {
+                continue;
+            }
+            shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            let task_shared = shared.clone();
+            tasks.spawn(async move {
+                let outcome = attempt_prompt(&task_shared, &prompt).await;
+                (prompt, outcome)
+            });
         }
     }
 }
