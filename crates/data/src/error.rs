@@ -77,7 +77,7 @@ pub enum Error {
         excerpt: String,
     },
     /// A line is not valid JSON, or has the wrong types for its encoding.
-    #[error("{at}: {source} in: {excerpt}")]
+    #[error("{at}: {} in: {excerpt}", json_message(source))]
     Json {
         /// Where, with the column serde_json reported.
         at: Location,
@@ -202,6 +202,17 @@ impl Error {
     }
 }
 
+/// serde_json's message without its " at line L column C" suffix: each JSONL line is parsed
+/// alone, so that position is always line 1 and would contradict the file position in `at`.
+fn json_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(m) => m.to_owned(),
+        None => full,
+    }
+}
+
 /// Longest excerpt of a bad line kept in an error, in bytes (cut at a char boundary).
 pub(crate) const EXCERPT_BYTES: usize = 80;
 
@@ -233,6 +244,22 @@ mod tests {
         assert_eq!(l.to_string(), "a.jsonl:37:5");
         let l = Location { column: None, ..l };
         assert_eq!(l.to_string(), "a.jsonl:37");
+    }
+
+    #[test]
+    fn json_errors_drop_serde_position() {
+        let source = serde_json::from_str::<serde_json::Value>("{\"a\": }").unwrap_err();
+        let at = Location {
+            path: "x.jsonl".into(),
+            line: 37,
+            column: Some(source.column() as u64),
+        };
+        let e = Error::Json {
+            at,
+            excerpt: "{\"a\": }".into(),
+            source,
+        };
+        assert_eq!(e.to_string(), "x.jsonl:37:7: expected value in: {\"a\": }");
     }
 
     #[test]

@@ -40,3 +40,8 @@ pub use finetune::{FinetuneReport, FinetuneTarget, export_finetune, validate_fin
 pub use prompts::{Prompt, PromptSource, pick, shuffle};
 pub use reader::{DuplicateIds, ExampleReader, Mode, ReadReport, ReaderOptions, read_file};
 pub use writer::{DEFAULT_MAX_LINE_BYTES, ExampleWriter, SyncPolicy, TornTail, WriterOptions};
+
+// Runs the README's example as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

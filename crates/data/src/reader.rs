@@ -296,11 +296,18 @@ impl<R: BufRead> ExampleReader<R> {
                 at: self.at(info.number, None),
                 reason,
             },
-            DecodeError::Mixed(found) => Error::MixedEncoding {
-                at: self.at(info.number, None),
-                expected: expected.unwrap_or(found),
-                first_line: self.first_line.map_or(0, |(_, l)| l),
-                found,
+            DecodeError::Mixed(found) => match self.first_line {
+                // Line 0 marks an encoding fixed by the options rather than by a record.
+                Some((expected, 0)) => Error::Invalid {
+                    at: self.at(info.number, None),
+                    reason: format!("this line is {found}, but the reader was asked for {expected}"),
+                },
+                _ => Error::MixedEncoding {
+                    at: self.at(info.number, None),
+                    expected: expected.unwrap_or(found),
+                    first_line: self.first_line.map_or(0, |(_, l)| l),
+                    found,
+                },
             },
         }
     }
@@ -531,15 +538,12 @@ mod tests {
             ..Default::default()
         };
         let (items, _) = read(format!("{LAB}\n").as_bytes(), opts);
+        let e = items[0].as_ref().unwrap_err();
+        assert!(matches!(e, Error::Invalid { at, .. } if at.line == 1), "{e}");
         assert!(
-            matches!(
-                &items[0],
-                Err(Error::MixedEncoding {
-                    found: Encoding::Lab,
-                    ..
-                })
-            ),
-            "{items:?}"
+            e.to_string()
+                .contains("is lab prompt/response, but the reader was asked for full distill"),
+            "{e}"
         );
     }
 

@@ -70,8 +70,11 @@ fn malformed_line_37_strict_names_file_and_line_lenient_skips_it() {
     assert_eq!(at.path, path);
     assert_eq!(at.line, 37);
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("{}:37:", path.display())), "{msg}");
-    assert!(msg.contains("\"response\": }"), "excerpt missing: {msg}");
+    let want = format!(
+        "{}:37:37: expected value in: {{\"prompt\": \"prompt 37\", \"response\": }}",
+        path.display()
+    );
+    assert_eq!(msg, want);
 
     let reader = ExampleReader::open_with(&path, ReaderOptions::lenient()).unwrap();
     let (examples, report) = reader.read_all().unwrap();
