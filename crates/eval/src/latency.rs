@@ -239,6 +239,12 @@ where
                     source,
                 })?;
             let end = clock.now();
+            tracing::trace!(
+                prompt = index,
+                latency_s = end.saturating_sub(start).as_secs_f64(),
+                pieces,
+                "request"
+            );
             requests.push(RequestTiming {
                 prompt: index,
                 latency: end.saturating_sub(start),

@@ -72,6 +72,7 @@ pub fn safetensors_parameter_count(path: &Path) -> Result<ParameterCount> {
     };
     for file in files {
         let header = read_safetensors_header(&file)?;
+        tracing::debug!(file = %file.display(), tensors = header.tensors.len(), "read safetensors header");
         for t in header.tensors {
             count.parameters = count
                 .parameters

@@ -7,6 +7,10 @@
 //! union LCS without double counting) give precision, recall and F1 equal to
 //! rouge-score's to 1e-9 on the parity fixtures.
 //!
+//! Like rouge-score, ROUGE-Lsum keeps a full LCS table per pair of sentences
+//! (4 bytes per cell), because the union depends on which LCS its backtracking
+//! picks; ROUGE-L needs one row only.
+//!
 //! ```
 //! use distill_eval::rouge::{RougeScorer, RougeType};
 //!
