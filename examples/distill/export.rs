@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use distill::student::Pretrained;
+use distill::student::checkpoint::gguf_export::{GgufQuant, export_gguf};
 use distill::student::tch::Device;
 
 /// Output formats.
@@ -27,6 +28,20 @@ pub struct Args {
     /// Where to write (a directory for `hf`, a file for `gguf`).
     #[arg(long)]
     output: PathBuf,
+    /// Storage type of the weight matrices in a GGUF export.
+    #[arg(long, value_enum, default_value = "f16")]
+    quant: Quant,
+}
+
+/// GGUF weight types.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Quant {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// llama.cpp's 8-bit blocks.
+    Q8_0,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -36,7 +51,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Format::Hf => model
             .save_hf(&args.output)
             .with_context(|| format!("writing {}", args.output.display()))?,
-        Format::Gguf => bail!("--format gguf: GGUF export is not built yet; --format hf works"),
+        Format::Gguf => {
+            let quant = match args.quant {
+                Quant::F32 => GgufQuant::F32,
+                Quant::F16 => GgufQuant::F16,
+                Quant::Q8_0 => GgufQuant::Q8_0,
+            };
+            export_gguf(&model, &args.output, quant)
+                .with_context(|| format!("writing {}", args.output.display()))?
+        }
     }
     println!(
         "wrote {} ({} parameters)",

@@ -1,6 +1,7 @@
 //! Checkpoint I/O: GGUF files and Hugging Face directories (config.json + safetensors).
 
 pub mod gguf;
+pub mod gguf_export;
 pub mod hf;
 
 use std::collections::{BTreeSet, HashMap};

@@ -80,6 +80,15 @@ fn split_regex(pre: &str) -> Option<&'static str> {
     })
 }
 
+/// The `tokenizer.ggml.pre` value whose split regex is `pattern` (`gpt2`, GPT-2's own
+/// byte-level split, when there is no pattern or it is not a known one). For GGUF export.
+pub(crate) fn pre_for_split(pattern: Option<&str>) -> &'static str {
+    let known = ["llama3", "tekken", "qwen2", "qwen35", "gpt-4o"];
+    pattern
+        .and_then(|p| known.into_iter().find(|&name| split_regex(name) == Some(p)))
+        .unwrap_or("gpt-2")
+}
+
 /// GPT-2's reversible byte → printable character map (`bytes_to_unicode`).
 pub(crate) fn byte_alphabet() -> [char; 256] {
     let mut map = ['\0'; 256];

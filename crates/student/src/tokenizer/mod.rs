@@ -23,7 +23,7 @@
 //! ```
 
 mod chat;
-mod gguf;
+pub(crate) mod gguf;
 mod hf;
 mod jinja;
 
