@@ -120,3 +120,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_supported_type_dequantizes_exactly_as_gguf_py() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dequant");
+    for kind in [
+        "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
+    ] {
+        let gguf = GgufFile::read_header(dir.join(format!("{kind}.gguf"))).unwrap();
+        let info = gguf.tensors[0].clone();
+        assert_eq!(info.shape(), [4, 256], "{kind}");
+        let ours = gguf.read_f32(&mut gguf.open().unwrap(), &info).unwrap();
+        let text = std::fs::read_to_string(dir.join(format!("{kind}.json"))).unwrap();
+        let expected: Vec<f64> = text
+            .trim_matches(['[', ']', '\n'])
+            .split(',')
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        assert_eq!(ours.len(), expected.len(), "{kind}");
+        for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+            assert!((f64::from(*a) - b).abs() <= 1e-6, "{kind}[{i}]: {a} vs {b}");
+        }
+    }
+}
