@@ -64,7 +64,12 @@ pub(crate) struct Engine {
     vocab: FxHashMap<Box<str>, u32>,
     scratch: Scratch,
     ids: Vec<u32>,
+    /// Bigrams and longer.
     ngrams: FxHashMap<u128, Counts>,
+    /// Unigrams, indexed by token id; an entry is live only if its stamp is the
+    /// current segment's, which saves clearing the array.
+    unigrams: Vec<(u32, Counts)>,
+    segment: u32,
     ref_lens: Vec<u64>,
 }
 
@@ -76,6 +81,8 @@ impl Engine {
             scratch: Scratch::default(),
             ids: Vec::new(),
             ngrams: FxHashMap::default(),
+            unigrams: Vec::new(),
+            segment: 0,
             ref_lens: Vec::new(),
         }
     }
@@ -88,16 +95,31 @@ impl Engine {
     ) -> Result<BleuStats> {
         self.ngrams.clear();
         self.ref_lens.clear();
+        // Stamps start at 1 so that fresh (zeroed) unigram slots are never live.
+        self.segment = self.segment.wrapping_add(1).max(1);
+        let segment = self.segment;
         for (k, reference) in references.enumerate() {
             let len = self.tokenize(reference)?;
             self.ref_lens.push(len);
             let k = k as u32;
-            let ngrams = &mut self.ngrams;
-            for_each_ngram(&self.ids, self.config.max_ngram_order, |_, key| {
-                let c = ngrams.entry(key).or_insert(Counts {
-                    reference: k,
-                    ..Counts::default()
-                });
+            let (ngrams, unigrams) = (&mut self.ngrams, &mut self.unigrams);
+            for_each_ngram(&self.ids, self.config.max_ngram_order, |n, key| {
+                let c = if n == 0 {
+                    let (stamp, c) = &mut unigrams[key as usize];
+                    if *stamp != segment {
+                        *stamp = segment;
+                        *c = Counts {
+                            reference: k,
+                            ..Counts::default()
+                        };
+                    }
+                    c
+                } else {
+                    ngrams.entry(key).or_insert(Counts {
+                        reference: k,
+                        ..Counts::default()
+                    })
+                };
                 if c.reference != k {
                     c.reference = k;
                     c.this_ref = 0;
@@ -112,10 +134,16 @@ impl Engine {
             ref_len: closest_ref_len(hyp_len, &self.ref_lens),
             ..Default::default()
         };
-        let ngrams = &mut self.ngrams;
+        let (ngrams, unigrams) = (&mut self.ngrams, &mut self.unigrams);
         for_each_ngram(&self.ids, self.config.max_ngram_order, |n, key| {
             stats.total[n] += 1;
-            if let Some(c) = ngrams.get_mut(&key) {
+            let counts = if n == 0 {
+                let (stamp, c) = &mut unigrams[key as usize];
+                (*stamp == segment).then_some(c)
+            } else {
+                ngrams.get_mut(&key)
+            };
+            if let Some(c) = counts {
                 c.hyp += 1;
                 if c.hyp <= c.max_ref {
                     stats.correct[n] += 1;
@@ -158,6 +186,9 @@ impl Engine {
             return Err(Error::InvalidConfig(format!(
                 "more than {MAX_IDS} distinct tokens"
             )));
+        }
+        if self.unigrams.len() < self.vocab.len() {
+            self.unigrams.resize(self.vocab.len(), (0, Counts::default()));
         }
         Ok(self.ids.len() as u64)
     }
