@@ -19,7 +19,8 @@ pub fn evenly_spaced_layers(total: usize, count: usize) -> Result<Vec<usize>> {
 /// A student made of the teacher's layers `keep` (in that order), with the teacher's
 /// embeddings, final norm and head copied.
 pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedModel> {
-    let total = teacher.config.num_hidden_layers as usize;
+    let teacher_config = teacher.llama_config("layer selection")?;
+    let total = teacher_config.num_hidden_layers as usize;
     if keep.is_empty() {
         return Err(Error::Input("keep at least one layer".into()));
     }
@@ -30,7 +31,7 @@ pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedMode
     }
     let config = LlamaConfig {
         num_hidden_layers: keep.len() as i64,
-        ..teacher.config.clone()
+        ..teacher_config.clone()
     };
     let student = LoadedModel::new_llama(config, teacher.vs.device(), teacher.source.clone())?;
     let from = teacher.vs.variables();

@@ -135,3 +135,23 @@ fn selecting_every_layer_keeps_the_logits_and_fewer_layers_change_them() {
     assert!(one.parameter_count() < model.parameter_count());
     assert!(distill_student::shrink::select_layers(&model, &[2]).is_err());
 }
+
+#[test]
+fn tiny_gpt2_matches_transformers() {
+    check_tiny("tiny_gpt2");
+}
+
+#[test]
+fn saved_hf_directories_reload_with_identical_logits() {
+    let ids = Tensor::from_slice(&[5i64, 17, 42, 8]).reshape([1, 4]);
+    let _guard = tch::no_grad_guard();
+    for name in ["tiny_gpt2", "tiny_llama_gqa", "tiny_llama_bias"] {
+        let model = LoadedModel::load(fixture(name), Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        distill_student::checkpoint::hf::save_dir(&model, dir.path()).unwrap();
+        let reloaded = LoadedModel::load(dir.path(), Device::Cpu).unwrap();
+        let before = model.model.forward(&ForwardInput::new(&ids), None);
+        let after = reloaded.model.forward(&ForwardInput::new(&ids), None);
+        assert_eq!(max_abs_diff(&before, &after), 0.0, "{name}");
+    }
+}

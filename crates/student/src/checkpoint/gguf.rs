@@ -52,7 +52,8 @@ pub fn load_gguf(path: &Path, device: Device) -> Result<LoadedModel> {
     let config = llama_config(&gguf)?;
     let loaded = LoadedModel::new_llama(config, device, path.to_path_buf())?;
     let mut file = gguf.open()?;
-    let (heads, kv_heads) = (loaded.config.num_attention_heads, loaded.config.kv_heads());
+    let config = loaded.llama_config("GGUF loading")?;
+    let (heads, kv_heads) = (config.num_attention_heads, config.kv_heads());
     let tensors = gguf
         .tensors
         .iter()

@@ -42,7 +42,7 @@ impl GgufQuant {
 
 /// Writes `model` to `path` as GGUF, through a temporary file.
 pub fn export_gguf(model: &Pretrained, path: &Path, quant: GgufQuant) -> Result<()> {
-    let config = &model.model.config;
+    let config = model.model.llama_config("GGUF export")?;
     let mut metadata = vec![
         kv("general.architecture", Value::String("llama".into())),
         kv("general.name", Value::String(name_of(path))),

@@ -10,21 +10,32 @@ use tch::{Device, Kind, Tensor};
 
 use super::{LoadedModel, assign_weights};
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::{Gpt2Config, LlamaConfig, ModelConfig};
 
 /// Loads an HF directory onto `device` in f32.
 pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let raw: Value = read_json(&config_path)?;
-    let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("");
-    if model_type != "llama" {
-        return Err(Error::UnsupportedArchitecture(model_type.to_string()));
-    }
-    let config: LlamaConfig = serde_json::from_value(raw).map_err(|source| Error::Json {
+    let model_type = raw
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let parse_error = |source| Error::Json {
         path: config_path.clone(),
         source,
-    })?;
-    let loaded = LoadedModel::new_llama(config, device, dir.to_path_buf())?;
+    };
+    let loaded = match model_type.as_str() {
+        "llama" => {
+            let config: LlamaConfig = serde_json::from_value(raw).map_err(parse_error)?;
+            LoadedModel::new_llama(config, device, dir.to_path_buf())?
+        }
+        "gpt2" => {
+            let config: Gpt2Config = serde_json::from_value(raw).map_err(parse_error)?;
+            LoadedModel::new_gpt2(config, device, dir.to_path_buf())?
+        }
+        _ => return Err(Error::UnsupportedArchitecture(model_type)),
+    };
     let files = weight_files(dir)?;
     let tensors = files
         .iter()
@@ -35,13 +46,23 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
                 .collect(),
             Err(e) => vec![Err(Error::from(e))],
         });
-    // Tied checkpoints sometimes still carry a copy of the head.
-    let ignored: &[&str] = if loaded.config.tie_word_embeddings {
-        &["lm_head.weight"]
-    } else {
-        &[]
+    // Tied checkpoints sometimes still carry a copy of the head; GPT-2 checkpoints may carry
+    // their causal-mask buffers. Neither is a weight.
+    let tied = match &loaded.config {
+        ModelConfig::Llama(c) => c.tie_word_embeddings,
+        ModelConfig::Gpt2(_) => true,
     };
-    assign_weights(&loaded.vs, dir, tensors, ignored)?;
+    let ignore = |name: &str| {
+        (tied && name == "lm_head.weight")
+            || name.ends_with(".attn.bias")
+            || name.ends_with(".attn.masked_bias")
+    };
+    assign_weights(
+        &loaded.vs,
+        dir,
+        tensors.filter(|t| !matches!(t, Ok((n, _)) if ignore(n))),
+        &[],
+    )?;
     Ok(loaded)
 }
 
@@ -110,27 +131,26 @@ pub fn save_dir(model: &LoadedModel, dir: &Path) -> Result<()> {
         path: dir.into(),
         source,
     })?;
-    let mut config = serde_json::to_value(&model.config).expect("config serialises");
-    let extra = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_act": "silu",
-        "torch_dtype": "float32",
-        "use_cache": true,
-    });
-    config
-        .as_object_mut()
-        .expect("object")
-        .extend(extra.as_object().expect("object").clone());
+    let (mut config, extra, generation) = match &model.config {
+        ModelConfig::Llama(c) => (
+            serde_json::to_value(c).expect("config serialises"),
+            json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu"}),
+            json!({"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id}),
+        ),
+        ModelConfig::Gpt2(c) => (
+            serde_json::to_value(c).expect("config serialises"),
+            json!({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}),
+            json!({"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id}),
+        ),
+    };
+    let object = config.as_object_mut().expect("configs serialise to objects");
+    object.extend(extra.as_object().expect("object").clone());
+    object.insert("torch_dtype".into(), json!("float32"));
+    object.insert("use_cache".into(), json!(true));
     write_atomic(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&config).expect("json").as_bytes(),
     )?;
-    let generation = json!({
-        "bos_token_id": model.config.bos_token_id,
-        "eos_token_id": model.config.eos_token_id,
-        "pad_token_id": model.config.pad_token_id,
-    });
     write_atomic(
         &dir.join("generation_config.json"),
         serde_json::to_string_pretty(&generation)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Tensor, nn};
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, Llama, LlamaConfig};
+use crate::model::{CausalLm, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig};
 
 /// A model with its variables and configuration.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct LoadedModel {
     /// The network.
     pub model: CausalLm,
     /// Its configuration, as an HF `config.json` would hold it.
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     /// Where it was loaded from.
     pub source: PathBuf,
 }
@@ -34,12 +34,36 @@ impl LoadedModel {
         })?;
         let vs = nn::VarStore::new(device);
         let model = CausalLm::Llama(Llama::new(&vs.root(), &config));
+        let config = ModelConfig::Llama(config);
         Ok(Self {
             vs,
             model,
             config,
             source,
         })
+    }
+
+    /// Builds a GPT-2 with `config` on `device`, its weights zero (norms one), ready to be loaded.
+    pub fn new_gpt2(config: Gpt2Config, device: Device, source: PathBuf) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config {
+            path: source.clone(),
+            reason,
+        })?;
+        let vs = nn::VarStore::new(device);
+        let model = CausalLm::Gpt2(Gpt2::new(&vs.root(), &config));
+        Ok(Self {
+            vs,
+            model,
+            config: ModelConfig::Gpt2(config),
+            source,
+        })
+    }
+
+    /// The Llama configuration, or an error naming the operation that needs one.
+    pub fn llama_config(&self, operation: &str) -> Result<&LlamaConfig> {
+        self.config
+            .as_llama()
+            .ok_or_else(|| Error::Input(format!("{operation} supports Llama-family models only")))
     }
 
     /// Builds a fresh Llama initialised as transformers does (weights ~ N(0, 0.02)), from `seed`.

@@ -1,10 +1,47 @@
 //! Model architectures, their inputs and their key/value cache.
 
+pub mod gpt2;
 pub mod llama;
 
 use tch::{Device, Kind, Tensor};
 
+pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
+
+/// The configuration of a model of any supported architecture, as its `config.json` holds it.
+#[derive(Debug, Clone)]
+pub enum ModelConfig {
+    /// Llama family.
+    Llama(LlamaConfig),
+    /// GPT-2 family.
+    Gpt2(Gpt2Config),
+}
+
+impl ModelConfig {
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> i64 {
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// Number of decoder blocks.
+    pub fn layer_count(&self) -> i64 {
+        match self {
+            ModelConfig::Llama(c) => c.num_hidden_layers,
+            ModelConfig::Gpt2(c) => c.n_layer,
+        }
+    }
+
+    /// The Llama configuration, when this is a Llama.
+    pub fn as_llama(&self) -> Option<&LlamaConfig> {
+        match self {
+            ModelConfig::Llama(c) => Some(c),
+            ModelConfig::Gpt2(_) => None,
+        }
+    }
+}
 
 /// The inputs of one forward pass.
 #[derive(Debug)]
@@ -108,6 +145,8 @@ impl KvCache {
 pub enum CausalLm {
     /// Llama family.
     Llama(Llama),
+    /// GPT-2 family.
+    Gpt2(Gpt2),
 }
 
 impl CausalLm {
@@ -115,6 +154,7 @@ impl CausalLm {
     pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
         match self {
             CausalLm::Llama(m) => m.forward(input, cache),
+            CausalLm::Gpt2(m) => m.forward(input, cache),
         }
     }
 
@@ -122,6 +162,7 @@ impl CausalLm {
     pub fn layer_count(&self) -> usize {
         match self {
             CausalLm::Llama(m) => m.config().num_hidden_layers as usize,
+            CausalLm::Gpt2(m) => m.config().n_layer as usize,
         }
     }
 
@@ -129,6 +170,7 @@ impl CausalLm {
     pub fn device(&self) -> Device {
         match self {
             CausalLm::Llama(m) => m.device(),
+            CausalLm::Gpt2(m) => m.device(),
         }
     }
 
@@ -136,6 +178,7 @@ impl CausalLm {
     pub fn vocab_size(&self) -> i64 {
         match self {
             CausalLm::Llama(m) => m.config().vocab_size,
+            CausalLm::Gpt2(m) => m.config().vocab_size,
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn load_student(config: &TrainConfig, device: Device) -> Result<ModelWithTok
     let Some(keep) = &config.keep_layers else {
         return Ok(full);
     };
-    let total = full.model.config.num_hidden_layers as usize;
+    let total = full.model.config.layer_count() as usize;
     let layers = match keep {
         KeepLayers::Count(n) => shrink::evenly_spaced_layers(total, *n)?,
         KeepLayers::Indices(list) => list.clone(),

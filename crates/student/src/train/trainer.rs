@@ -15,98 +15,13 @@ use super::checkpoint::{self as ckpt, Best, Fingerprint, STATE_VERSION, TrainerS
 use super::config::{MixedPrecision, TrainConfig};
 use super::data::{DataStats, Preparer, Sequence, SoftSource};
 use super::error::{Error, Result};
+use super::events::{Outcome, TrainEvent, TrainSummary};
 use super::loss::{self, Divergence};
 use super::metrics::{EvalRecord, MetricsLog, Record, StepRecord, loss_curve_svg};
 use super::optim::{AdamW, LossScaler, learning_rate};
 use super::setup::{self, ModelWithTokenizer};
 use crate::checkpoint::hf;
 use crate::model::ForwardInput;
-
-/// What the trainer reports while it runs (render it, log it, or ignore it).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TrainEvent {
-    /// Set-up is done; training starts (or continues) at `start_step`.
-    Started {
-        /// Steps already done (non-zero after a resume).
-        start_step: u64,
-        /// Steps the run is planned for.
-        total_steps: u64,
-        /// Training data after preparation.
-        train: DataStats,
-        /// Validation data after preparation, if any.
-        val: Option<DataStats>,
-        /// Trainable parameters of the student.
-        parameters: u64,
-        /// Where the run computes (`cpu`, `cuda:0`).
-        device: String,
-    },
-    /// An optimizer step finished.
-    Step {
-        /// Its metrics.
-        record: StepRecord,
-        /// Steps the run is planned for.
-        total_steps: u64,
-        /// Estimated seconds to the end.
-        eta_seconds: f64,
-    },
-    /// A step was skipped because its loss or gradient was not finite.
-    Skipped {
-        /// The step.
-        step: u64,
-        /// Consecutive skipped steps so far.
-        consecutive: u32,
-    },
-    /// The validation data was evaluated.
-    Eval {
-        /// The result.
-        record: EvalRecord,
-        /// Whether it is the best so far.
-        improved: bool,
-    },
-    /// A checkpoint was written.
-    Checkpoint {
-        /// The step it holds.
-        step: u64,
-        /// Its directory.
-        path: PathBuf,
-    },
-    /// The run ended.
-    Finished(TrainSummary),
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// All planned steps ran.
-    Completed,
-    /// The validation loss stopped improving.
-    EarlyStopped,
-    /// The stop flag was raised; the last checkpoint resumes the run.
-    Stopped,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainSummary {
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Steps completed.
-    pub steps: u64,
-    /// Real input tokens trained on.
-    pub tokens_seen: u64,
-    /// Seconds of training (across resumes).
-    pub elapsed_seconds: f64,
-    /// Loss of the last step.
-    pub final_loss: Option<f64>,
-    /// Best validation result.
-    pub best: Option<Best>,
-    /// The HF model directory (not written when stopped).
-    pub final_model: Option<PathBuf>,
-    /// The newest checkpoint.
-    pub last_checkpoint: Option<PathBuf>,
-}
 
 /// The inputs of a run, for callers that build them in memory (tests, benchmarks, other tools).
 #[derive(Debug)]
@@ -187,42 +102,13 @@ impl Trainer {
     /// in messages and `training_args.json`.
     pub fn from_parts(config: TrainConfig, parts: Parts) -> Result<Self> {
         config.validate()?;
-        let device = setup::resolve_device(&config)?;
         let Parts {
-            mut student,
-            mut teacher,
+            student,
+            teacher,
             train,
             val,
         } = parts;
-        if student.model.vs.device() != device {
-            return Err(Error::Config(format!(
-                "the student is on {:?} but the run is on {device:?}",
-                student.model.vs.device()
-            )));
-        }
-        let model_vocab = student.model.config.vocab_size as usize;
-        if student.tokenizer.vocab_size() > model_vocab {
-            return Err(Error::Config(format!(
-                "the tokenizer has {} ids but the model only {model_vocab} embeddings",
-                student.tokenizer.vocab_size()
-            )));
-        }
-        if let Some(t) = &teacher {
-            let (th, sh) = (t.tokenizer.vocab_hash(), student.tokenizer.vocab_hash());
-            if th != sh {
-                return Err(Error::VocabMismatch {
-                    what: format!("teacher model {}", t.model.source.display()),
-                    teacher: th.into(),
-                    student: sh.into(),
-                });
-            }
-            if t.model.config.vocab_size != student.model.config.vocab_size {
-                return Err(Error::Config(format!(
-                    "teacher logits have {} entries, student logits {}",
-                    t.model.config.vocab_size, student.model.config.vocab_size
-                )));
-            }
-        }
+        check_models(&config, &student, teacher.as_ref())?;
         let divergence = Divergence::from_config(&config.loss);
         let soft_source = if divergence.is_some() && teacher.is_none() {
             SoftSource::Dataset
@@ -230,7 +116,7 @@ impl Trainer {
             SoftSource::None
         };
         let preparer = Preparer::new(&student.tokenizer, config.max_seq_len, soft_source)?;
-        let (mut train_seqs, train_stats) = preparer.prepare(&train, &config.dataset)?;
+        let (train_seqs, train_stats) = preparer.prepare(&train, &config.dataset)?;
         if train_seqs.is_empty() {
             return Err(Error::NoData(format!(
                 "{}: no training examples left ({} read, {} with a prompt longer than --max-seq-len {})",
@@ -255,6 +141,55 @@ impl Trainer {
                 "training examples cut to the maximum length"
             );
         }
+        Self::assemble(
+            config,
+            student,
+            teacher,
+            (train_seqs, train_stats),
+            (val_seqs, val_stats),
+        )
+    }
+
+    /// Prepares a run from sequences that are already tokenized (see [`Sequence`]); they are
+    /// checked against the student's vocabulary and `max_seq_len`.
+    pub fn from_sequences(
+        config: TrainConfig,
+        student: ModelWithTokenizer,
+        teacher: Option<ModelWithTokenizer>,
+        train: Vec<Sequence>,
+        val: Vec<Sequence>,
+    ) -> Result<Self> {
+        config.validate()?;
+        check_models(&config, &student, teacher.as_ref())?;
+        let vocab = student.model.config.vocab_size();
+        for s in train.iter().chain(&val) {
+            check_sequence(s, vocab, config.max_seq_len)?;
+        }
+        if train.is_empty() {
+            return Err(Error::NoData("no training sequences".into()));
+        }
+        let stats = |seqs: &[Sequence]| DataStats {
+            examples: seqs.len(),
+            sequences: seqs.len(),
+            truncated: seqs.iter().filter(|s| s.truncated).count(),
+            dropped_long_prompt: 0,
+            input_tokens: seqs.iter().map(Sequence::len).sum(),
+            target_tokens: seqs.iter().map(Sequence::trained).sum(),
+        };
+        let train_stats = stats(&train);
+        let val_stats = (!val.is_empty()).then(|| stats(&val));
+        Self::assemble(config, student, teacher, (train, train_stats), (val, val_stats))
+    }
+
+    fn assemble(
+        config: TrainConfig,
+        mut student: ModelWithTokenizer,
+        mut teacher: Option<ModelWithTokenizer>,
+        (mut train_seqs, train_stats): (Vec<Sequence>, DataStats),
+        (val_seqs, val_stats): (Vec<Sequence>, Option<DataStats>),
+    ) -> Result<Self> {
+        let device = setup::resolve_device(&config)?;
+        let divergence = Divergence::from_config(&config.loss);
         let pad = student
             .tokenizer
             .pad_token_id()
@@ -482,14 +417,11 @@ impl Trainer {
                 outcome = Outcome::Stopped;
                 break;
             }
-            let started = Instant::now();
             let record = self.step()?;
             self.state.elapsed_seconds = elapsed_before + session.elapsed().as_secs_f64();
             let step = self.state.step;
             match record {
                 Some(mut record) => {
-                    record.tokens_per_second =
-                        record.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
                     record.elapsed_seconds = self.state.elapsed_seconds;
                     last_loss = Some(record.loss);
                     metrics.push(Record::Step(record.clone()))?;
@@ -563,8 +495,11 @@ impl Trainer {
         Ok(summary)
     }
 
-    /// One optimizer step over `grad_accum` micro-batches; `None` when it was skipped.
-    fn step(&mut self) -> Result<Option<StepRecord>> {
+    /// One optimizer step over the next `grad_accum` micro-batches; `None` when it was skipped
+    /// (non-finite loss or gradient). [`Self::run`] calls it; benchmarks and custom loops may
+    /// call it directly (it writes no checkpoints or metrics).
+    pub fn step(&mut self) -> Result<Option<StepRecord>> {
+        let started = Instant::now();
         let step = self.state.step;
         let _span = tracing::debug_span!("step", step).entered();
         let accum = self.config.optim.grad_accum as usize;
@@ -650,7 +585,7 @@ impl Trainer {
             soft_loss,
             lr,
             grad_norm,
-            tokens_per_second: 0.0,
+            tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
             tokens: tokens as u64,
             elapsed_seconds: 0.0,
         }))
@@ -783,7 +718,7 @@ impl Trainer {
                 .iter()
                 .map(|(_, t)| t.numel() as u64)
                 .sum(),
-            layers: self.student.model.config.num_hidden_layers,
+            layers: self.student.model.config.layer_count(),
             vocab_hash: self.student.tokenizer.vocab_hash(),
             device: format!("{:?}", self.device).to_lowercase(),
             total_steps,
@@ -827,6 +762,73 @@ impl Trainer {
         tracing::info!(path = %dir.display(), "final model written");
         Ok(dir)
     }
+}
+
+/// The checks every constructor makes: devices, vocabulary sizes, and the teacher's tokenizer.
+fn check_models(
+    config: &TrainConfig,
+    student: &ModelWithTokenizer,
+    teacher: Option<&ModelWithTokenizer>,
+) -> Result<()> {
+    let device = setup::resolve_device(config)?;
+    for (what, m) in std::iter::once(("student", student)).chain(teacher.map(|t| ("teacher", t))) {
+        if m.model.vs.device() != device {
+            return Err(Error::Config(format!(
+                "the {what} is on {:?} but the run is on {device:?}",
+                m.model.vs.device()
+            )));
+        }
+    }
+    let model_vocab = student.model.config.vocab_size() as usize;
+    if student.tokenizer.vocab_size() > model_vocab {
+        return Err(Error::Config(format!(
+            "the tokenizer has {} ids but the model only {model_vocab} embeddings",
+            student.tokenizer.vocab_size()
+        )));
+    }
+    if let Some(t) = teacher {
+        let (th, sh) = (t.tokenizer.vocab_hash(), student.tokenizer.vocab_hash());
+        if th != sh {
+            return Err(Error::VocabMismatch {
+                what: format!("teacher model {}", t.model.source.display()),
+                teacher: th.into(),
+                student: sh.into(),
+            });
+        }
+        if t.model.config.vocab_size() != student.model.config.vocab_size() {
+            return Err(Error::Config(format!(
+                "teacher logits have {} entries, student logits {}",
+                t.model.config.vocab_size(), student.model.config.vocab_size()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A caller-made sequence must fit the model: ids in the vocabulary, targets after `first_target`,
+/// soft targets only where there are targets.
+fn check_sequence(s: &Sequence, vocab: i64, max_len: usize) -> Result<()> {
+    let bad = |reason: String| Err(Error::Config(format!("sequence `{}`: {reason}", s.id)));
+    if s.is_empty() || s.len() > max_len {
+        return bad(format!("length {} is not in 1..={max_len}", s.len()));
+    }
+    if s.targets.len() != s.len() || s.first_target >= s.len() {
+        return bad("targets must match the input length and start inside it".into());
+    }
+    let in_vocab = |t: i64| (0..vocab).contains(&t);
+    if !s.input_ids.iter().all(|&t| in_vocab(t)) || !s.targets[s.first_target..].iter().all(|&t| in_vocab(t))
+    {
+        return bad(format!("a token id is outside the vocabulary (0..{vocab})"));
+    }
+    if s.soft.len() > s.trained()
+        || s.soft
+            .iter()
+            .flatten()
+            .any(|&(id, lp)| !in_vocab(i64::from(id)) || !lp.is_finite())
+    {
+        return bad("soft targets must be finite, in the vocabulary, and no more than the targets".into());
+    }
+    Ok(())
 }
 
 /// The configuration as JSON, less what may change between a run and its resume.
