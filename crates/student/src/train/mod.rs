@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod error;
+pub mod events;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
@@ -37,4 +38,5 @@ pub use config::{
     TrainConfig,
 };
 pub use error::{Error, Result};
-pub use trainer::{Outcome, Parts, TrainEvent, TrainSummary, Trainer, final_model_dir, train};
+pub use events::{Outcome, TrainEvent, TrainSummary};
+pub use trainer::{Parts, Trainer, final_model_dir, train};
