@@ -1,7 +1,6 @@
 //! `distill chat`: one prompt in, a streamed answer out.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,9 +12,9 @@ use crate::device::DeviceArg;
 /// Ask a model one question through its chat template.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `.gguf` file or a Hugging Face model directory.
+    /// A `.gguf` file, a Hugging Face model directory, or a Hub id (from the HF cache when offline).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// The user message.
     #[arg(long)]
     prompt: String,
@@ -40,8 +39,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let model = Pretrained::load(&args.model, args.device.resolve()?)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let path = crate::hub::resolve(&args.model)?;
+    let model = Pretrained::load(&path, args.device.resolve()?)
+        .with_context(|| format!("loading {}", path.display()))?;
     let load_seconds = started.elapsed().as_secs_f64();
     let mut messages = Vec::new();
     if let Some(system) = args.system {

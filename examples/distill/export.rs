@@ -19,9 +19,9 @@ pub enum Format {
 /// Convert a model between formats.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `.gguf` file or a Hugging Face model directory.
+    /// A `.gguf` file, a Hugging Face model directory, or a Hub id (from the HF cache when offline).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// The format to write.
     #[arg(long, value_enum)]
     format: Format,
@@ -45,8 +45,9 @@ pub enum Quant {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = Pretrained::load(&args.model, Device::Cpu)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let path = crate::hub::resolve(&args.model)?;
+    let model =
+        Pretrained::load(&path, Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
     match args.format {
         Format::Hf => model
             .save_hf(&args.output)

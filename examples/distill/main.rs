@@ -5,6 +5,8 @@ mod chat;
 mod device;
 mod eval;
 mod export;
+mod generate;
+mod hub;
 mod train;
 
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ enum Command {
     Chat(chat::Args),
     /// Convert a model between GGUF and Hugging Face formats.
     Export(export::Args),
+    /// Generate a distillation dataset from a teacher (OpenAI, Azure OpenAI, OpenAI-compatible).
+    Generate(generate::Args),
     /// Evaluate outputs: BLEU and ROUGE of text files (`eval text`).
     Eval(eval::Args),
     /// Train a student on a distillation dataset (hard and soft labels).
@@ -65,6 +69,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Export(args) => export::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
     }
 }

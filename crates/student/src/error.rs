@@ -58,6 +58,14 @@ pub enum Error {
         /// Which tensors are missing or mismatched.
         reason: String,
     },
+    /// A Hugging Face Hub model that could not be found or fetched.
+    #[error("Hugging Face Hub model `{id}`: {reason}")]
+    Hub {
+        /// The model id.
+        id: String,
+        /// What went wrong, with the cache path checked.
+        reason: String,
+    },
     /// An architecture this crate does not implement.
     #[error("unsupported architecture `{0}` (supported: llama, gpt2)")]
     UnsupportedArchitecture(String),

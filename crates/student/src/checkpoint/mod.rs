@@ -3,6 +3,7 @@
 pub mod gguf;
 pub mod gguf_export;
 pub mod hf;
+pub mod hub;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
