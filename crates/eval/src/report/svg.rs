@@ -9,7 +9,7 @@ use super::ComparisonReport;
 use crate::rouge::RougeType;
 
 const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 360.0;
+const HEIGHT: f64 = 380.0;
 const PANEL: f64 = 400.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 300.0;
@@ -49,6 +49,11 @@ fn panel(out: &mut String, x0: f64, title: &str, unit: &str, groups: &[Group]) {
         r##"<line x1="{x0:.1}" y1="{BOTTOM:.1}" x2="{:.1}" y2="{BOTTOM:.1}" stroke="#333"/>"##,
         x0 + PANEL
     );
+    // Groups that neither model measured take no space.
+    let groups: Vec<&Group> = groups
+        .iter()
+        .filter(|g| g.teacher.is_some() || g.student.is_some())
+        .collect();
     if groups.is_empty() {
         return;
     }
