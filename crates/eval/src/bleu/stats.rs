@@ -135,21 +135,28 @@ impl Engine {
             ..Default::default()
         };
         let (ngrams, unigrams) = (&mut self.ngrams, &mut self.unigrams);
-        for_each_ngram(&self.ids, self.config.max_ngram_order, |n, key| {
-            stats.total[n] += 1;
-            let counts = if n == 0 {
-                let (stamp, c) = &mut unigrams[key as usize];
-                (*stamp == segment).then_some(c)
-            } else {
-                ngrams.get_mut(&key)
-            };
-            if let Some(c) = counts {
+        let (ids, max_order) = (&self.ids, self.config.max_ngram_order);
+        for n in 0..max_order.min(ids.len()) {
+            stats.total[n] = (ids.len() - n) as u64;
+        }
+        for start in 0..ids.len() {
+            let mut packed = 0u128;
+            for (n, &id) in ids[start..].iter().take(max_order).enumerate() {
+                packed |= u128::from(id) << (ID_BITS * n as u32);
+                let counts = if n == 0 {
+                    let (stamp, c) = &mut unigrams[id as usize];
+                    (*stamp == segment).then_some(c)
+                } else {
+                    ngrams.get_mut(&(packed | ((n as u128) << (4 * ID_BITS))))
+                };
+                // No reference has this n-gram, so none has its extensions either.
+                let Some(c) = counts else { break };
                 c.hyp += 1;
                 if c.hyp <= c.max_ref {
                     stats.correct[n] += 1;
                 }
             }
-        });
+        }
         Ok(stats)
     }
 
