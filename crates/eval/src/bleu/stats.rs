@@ -61,7 +61,7 @@ struct Counts {
 /// Counts n-grams segment by segment, reusing every buffer.
 pub(crate) struct Engine {
     config: BleuConfig,
-    vocab: FxHashMap<Box<str>, u32>,
+    vocab: Vocab,
     scratch: Scratch,
     ids: Vec<u32>,
     /// Bigrams and longer.
@@ -77,7 +77,7 @@ impl Engine {
     pub(crate) fn new(config: BleuConfig) -> Self {
         Engine {
             config,
-            vocab: FxHashMap::default(),
+            vocab: Vocab::default(),
             scratch: Scratch::default(),
             ids: Vec::new(),
             ngrams: FxHashMap::default(),
@@ -174,20 +174,9 @@ impl Engine {
         let mut overflow = false;
         self.config
             .tokenizer
-            .for_each_token(line, &mut self.scratch, |token| {
-                let next = vocab.len();
-                let id = match vocab.get(token) {
-                    Some(&id) => id,
-                    None if next < MAX_IDS => {
-                        vocab.insert(token.into(), next as u32);
-                        next as u32
-                    }
-                    None => {
-                        overflow = true;
-                        0
-                    }
-                };
-                ids.push(id);
+            .for_each_token(line, &mut self.scratch, |token| match vocab.id(token) {
+                Some(id) => ids.push(id),
+                None => overflow = true,
             });
         if overflow {
             return Err(Error::InvalidConfig(format!(
@@ -198,6 +187,45 @@ impl Engine {
             self.unigrams.resize(self.vocab.len(), (0, Counts::default()));
         }
         Ok(self.ids.len() as u64)
+    }
+}
+
+/// Token ids. Tokens of up to 15 bytes (nearly all) are keyed by their bytes
+/// packed into a `u128`, which keeps lookups inside the table instead of chasing
+/// a pointer to the string and comparing it.
+#[derive(Default)]
+struct Vocab {
+    short: FxHashMap<u128, u32>,
+    long: FxHashMap<Box<str>, u32>,
+}
+
+impl Vocab {
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    /// The id of `token`, assigning the next one if it is new; `None` once
+    /// [`MAX_IDS`] ids are taken.
+    #[inline]
+    fn id(&mut self, token: &str) -> Option<u32> {
+        let next = self.len();
+        let bytes = token.as_bytes();
+        if bytes.len() <= 15 {
+            let mut packed = [0u8; 16];
+            packed[..bytes.len()].copy_from_slice(bytes);
+            // The length in the last byte keeps keys distinct (content fills at most 15).
+            packed[15] = bytes.len() as u8;
+            let key = u128::from_le_bytes(packed);
+            if let Some(&id) = self.short.get(&key) {
+                return Some(id);
+            }
+            (next < MAX_IDS).then(|| *self.short.entry(key).or_insert(next as u32))
+        } else {
+            if let Some(&id) = self.long.get(token) {
+                return Some(id);
+            }
+            (next < MAX_IDS).then(|| *self.long.entry(token.into()).or_insert(next as u32))
+        }
     }
 }
 
@@ -244,6 +272,25 @@ mod tests {
         assert_eq!(s.correct, [2, 1, 0, 0]);
         assert_eq!(s.total, [3, 2, 1, 0]);
         assert_eq!(s.ref_len, 2);
+    }
+
+    #[test]
+    fn vocabulary_keys_are_distinct() {
+        let mut v = Vocab::default();
+        let words = [
+            "a",
+            "a\0",
+            "",
+            "abcdefghijklmno",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "é",
+        ];
+        let ids: Vec<u32> = words.iter().map(|w| v.id(w).unwrap()).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 5, 6]);
+        let again: Vec<u32> = words.iter().map(|w| v.id(w).unwrap()).collect();
+        assert_eq!(again, ids);
+        assert_eq!(v.len(), 7);
     }
 
     #[test]
