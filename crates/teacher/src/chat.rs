@@ -87,9 +87,10 @@ struct AzureChoiceFilters {
 
 /// Parses a chat completion body. `latency` is filled in by the caller.
 ///
-/// Some OpenAI-compatible servers (llama.cpp's) append the sampled token to `top_logprobs`
-/// when it is not among the `top_k` most likely; such lists are cut back to `top_k`, so the
-/// field always means "the k most likely alternatives".
+/// `top_logprobs` is normalised to mean "the `top_k` most likely alternatives, most likely
+/// first": sorted by logprob (stable), then cut to `top_k`. OpenAI's lists already are;
+/// llama.cpp's server appends the sampled token when it is not among the k most likely, and
+/// loses the order when several candidates decode to the same text (partial UTF-8 bytes).
 pub(crate) fn parse_response(
     url: &str,
     body: &[u8],
@@ -158,6 +159,7 @@ fn finish_reason(r: OaFinishReason) -> FinishReason {
 
 fn token(t: ChatCompletionTokenLogprob, top_k: usize) -> TokenLogprob {
     let mut alternatives = t.top_logprobs;
+    alternatives.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
     alternatives.truncate(top_k);
     TokenLogprob {
         token: t.token,
@@ -238,6 +240,20 @@ mod tests {
                 completion_tokens: 1
             })
         );
+    }
+
+    #[test]
+    fn top_logprobs_are_sorted_then_cut_to_k() {
+        // llama.cpp: unsorted (two candidates decode to " "), plus the sampled token appended.
+        let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m",
+          "choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":" approximately"},
+            "logprobs":{"content":[{"token":" approximately","logprob":-1.5,"bytes":null,"top_logprobs":[
+              {"token":" ","logprob":-4.3,"bytes":null},{"token":" approximately","logprob":-1.5,"bytes":null},
+              {"token":" a","logprob":-3.9,"bytes":null},{"token":" only","logprob":-5.1,"bytes":null}]}]}}]}"#;
+        let c = parse_response("u", body, 2, |b| String::from_utf8_lossy(b).into_owned()).unwrap();
+        let top = &c.first().unwrap().logprobs.as_ref().unwrap()[0].top_logprobs;
+        let got: Vec<(&str, f64)> = top.iter().map(|a| (a.token.as_str(), a.logprob)).collect();
+        assert_eq!(got, [(" approximately", -1.5), (" a", -3.9000000953674316)]);
     }
 
     #[test]

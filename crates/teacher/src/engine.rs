@@ -60,7 +60,7 @@ pub struct GenerateOptions {
 }
 
 impl GenerateOptions {
-    /// Defaults: concurrency 8, no rate limits, 6 attempts, 120 s per attempt, fsync per record.
+    /// Defaults: concurrency 8, no rate limits, 6 attempts, 600 s per attempt, fsync per record.
     pub fn new(num_examples: usize, output: impl Into<PathBuf>) -> Self {
         GenerateOptions {
             num_examples,
@@ -69,7 +69,9 @@ impl GenerateOptions {
             concurrency: 8,
             limits: RateLimits::default(),
             retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(120),
+            // OpenAI's own SDKs wait 600 s. A single-slot local server (llama.cpp) queues
+            // requests, and the queueing counts against this deadline.
+            request_timeout: Duration::from_secs(600),
             resume: false,
             prices: PriceTable::default(),
             sync: SyncPolicy::EveryRecord,

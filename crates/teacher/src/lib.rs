@@ -30,7 +30,7 @@ pub use config::{AzureAuth, AzureSettings, OpenAiSettings, Provider, ProviderSet
 pub use engine::{Engine, Event, GenerateOptions, Progress, ProgressEvent, StopReason, Summary};
 pub use error::{Error, ErrorClass, Result};
 pub use http::COGNITIVE_SERVICES_SCOPE;
-pub use openai::{AzureTeacher, OpenAiTeacher, teacher_from_config};
+pub use openai::{AzureTeacher, OpenAiTeacher, discover_model, teacher_from_config};
 pub use teacher::{Choice, Completion, GenerationParams, MAX_TOP_LOGPROBS, Teacher, TeacherId};
 
 /// Re-exported for building secrets in configuration.

@@ -117,6 +117,29 @@ impl OpenAiTeacher {
         })
     }
 
+    /// The model ids the server lists (`GET {base_url}/models`), in its order.
+    ///
+    /// Parsed leniently (only `data[].id`): llama.cpp's server, for one, omits fields that
+    /// async-openai's `Model` requires.
+    pub async fn list_models(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            data: Vec<Entry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            id: String,
+        }
+        let url = format!("{}/models", self.endpoint.api_root);
+        let body = self.endpoint.transport.get(&url).await?;
+        let list: List = serde_json::from_slice(&body).map_err(|source| Error::Decode {
+            body: self.endpoint.transport.scrubbed(&body),
+            url,
+            source,
+        })?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
     /// Uses `client` for HTTP (proxies, TLS roots, pool sizes).
     pub fn with_http_client(self, client: reqwest::Client) -> Self {
         self.map_endpoint(|e| e.transport.set_client(client))
@@ -286,6 +309,26 @@ impl Teacher for AzureTeacher {
     async fn complete(&self, messages: &[Message], params: &GenerationParams) -> Result<Completion> {
         self.endpoint.complete(messages, params).await
     }
+}
+
+/// The model to use on an OpenAI-compatible server when none is configured: the first one it
+/// lists (a local llama.cpp, vLLM or Ollama server lists the model it serves). OpenAI's own API
+/// lists dozens, so there a model must be named.
+pub async fn discover_model(settings: &OpenAiSettings) -> Result<String> {
+    let missing = |problem: &str| Error::Config {
+        key: "model".into(),
+        problem: problem.into(),
+    };
+    if is_openai_cloud(&settings.base_url) {
+        return Err(missing("is required for api.openai.com"));
+    }
+    let probe = OpenAiTeacher::new(settings, "probe")?;
+    probe
+        .list_models()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| missing("is not set, and the server lists no models"))
 }
 
 /// Builds the configured teacher. `model` overrides the configuration's (for Azure the

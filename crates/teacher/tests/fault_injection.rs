@@ -453,3 +453,29 @@ async fn duplicate_prompts_in_the_source_are_asked_once() {
     assert_eq!(written_ids(&dir.path().join("out.jsonl")).len(), 5);
     assert_eq!(server.seen().len(), 5);
 }
+
+#[tokio::test]
+async fn discovers_the_served_model() {
+    let server = FaultServer::start(Duration::ZERO, |_: &Call| Reply::Ok).await;
+    let settings = OpenAiSettings {
+        base_url: server.base_url(),
+        api_key: None,
+        organization: None,
+        project: None,
+    };
+    assert_eq!(
+        distill_teacher::discover_model(&settings).await.unwrap(),
+        "served-model"
+    );
+    let teacher = OpenAiTeacher::new(&settings, "x").unwrap();
+    assert_eq!(
+        teacher.list_models().await.unwrap(),
+        ["served-model", "other-model"]
+    );
+    let cloud = OpenAiSettings {
+        base_url: "https://api.openai.com/v1".into(),
+        ..settings
+    };
+    let err = distill_teacher::discover_model(&cloud).await.unwrap_err();
+    assert!(err.to_string().contains("model"), "{err}");
+}

@@ -123,6 +123,7 @@ impl FaultServer {
             batch: batch::BatchState::default(),
         });
         let app = batch::routes(Router::new())
+            .route("/v1/models", axum::routing::get(models))
             .fallback(chat)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -176,6 +177,14 @@ impl Drop for FaultServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// The shape llama.cpp's server answers with (no `created`).
+async fn models() -> Response {
+    json_response(json!({"object": "list", "data": [
+        {"id": "served-model", "object": "model", "owned_by": "me", "permissions": []},
+        {"id": "other-model", "object": "model", "owned_by": "me", "permissions": []}
+    ]}))
 }
 
 async fn chat(

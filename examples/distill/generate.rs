@@ -1,0 +1,340 @@
+//! `distill generate`: flags and environment → `TeacherConfig` and `GenerateOptions`, a progress
+//! bar from the engine's events, Ctrl-C → the engine's cancellation token.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use distill::data::prompts::LabPrompts;
+use distill::data::{PromptSource, shuffle};
+use distill::teacher::batch::{BatchEvent, BatchOptions, BatchRunner};
+use distill::teacher::limiter::RateLimits;
+use distill::teacher::{
+    AzureTeacher, CancellationToken, Engine, Event, GenerateOptions, OpenAiTeacher,
+    Provider as TeacherProvider, ProviderSettings, StopReason, TeacherConfig,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the teacher runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Provider {
+    /// OpenAI, or any OpenAI-compatible server (--base-url).
+    Openai,
+    /// Azure OpenAI (AZURE_OPENAI_* variables or --config).
+    Azure,
+}
+
+/// Generate a distillation dataset by asking a teacher model.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many examples the output should hold.
+    #[arg(long, alias = "num_examples")]
+    num_examples: usize,
+    /// The dataset file to write (JSONL).
+    #[arg(long, alias = "output_path")]
+    output: PathBuf,
+    /// The teacher model (for Azure, only recorded; the deployment answers).
+    #[arg(long)]
+    model: Option<String>,
+    /// The provider (default: the config file's, else openai).
+    #[arg(long, value_enum)]
+    provider: Option<Provider>,
+    /// An OpenAI-compatible base URL, e.g. http://127.0.0.1:8089/v1 (for Azure: the endpoint).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// A TOML configuration (the lab's config/config.py); the environment fills what it leaves out.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Prompts in the lab format, one `{"prompt": …}` per line.
+    #[arg(long, default_value = "datasets/prompts/lab.jsonl")]
+    prompts: PathBuf,
+    /// A system message for every prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// The shuffle seed that decides which prompts are drawn, and in which order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Store the K most likely alternatives per token (0 to 20).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
+    top_logprobs: u8,
+    /// Requests in flight.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Sampling temperature.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// The most tokens per response.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Client-side limit on requests per minute.
+    #[arg(long)]
+    requests_per_minute: Option<u32>,
+    /// Client-side limit on tokens per minute.
+    #[arg(long)]
+    tokens_per_minute: Option<u32>,
+    /// Seconds before one attempt times out.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Attempts per prompt, including the first.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Continue an existing output (and a pending batch), skipping the ids it holds.
+    #[arg(long)]
+    resume: bool,
+    /// Use the Batch API (half price, results within 24 h) instead of live requests.
+    #[arg(long)]
+    batch: bool,
+    /// Seconds between batch status polls.
+    #[arg(long, default_value_t = 30.0)]
+    poll_interval: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let vars = |k: &str| std::env::var(k).ok();
+    let provider = args.provider.map(|p| match p {
+        Provider::Openai => TeacherProvider::OpenAi,
+        Provider::Azure => TeacherProvider::Azure,
+    });
+    let mut config = match &args.config {
+        Some(path) => TeacherConfig::from_toml_file(path, provider, vars)?,
+        None => {
+            let provider = provider.unwrap_or(TeacherProvider::OpenAi);
+            // A local OpenAI-compatible server needs no key: --base-url must count before the
+            // key check, so it stands in for OPENAI_BASE_URL.
+            let base = args.base_url.clone();
+            TeacherConfig::from_vars(provider, |k| match (k, &base) {
+                ("OPENAI_BASE_URL", Some(url)) => Some(url.clone()),
+                _ => vars(k),
+            })?
+        }
+    };
+    if let Some(url) = &args.base_url {
+        config.set_base_url(url)?;
+    }
+    let model = args.model.clone().or_else(|| config.model.clone());
+
+    let mut prompts = LabPrompts {
+        path: args.prompts.clone(),
+        system: args.system.clone(),
+    }
+    .load()
+    .with_context(|| format!("loading prompts from {}", args.prompts.display()))?;
+    shuffle(&mut prompts, args.seed);
+    let total_prompts = prompts.len();
+
+    let g = &config.generation;
+    let mut params = distill::teacher::GenerationParams::default();
+    params.temperature = args.temperature.or(g.temperature).or(params.temperature);
+    params.max_tokens = args.max_tokens.or(g.max_tokens).or(params.max_tokens);
+    params.seed = g.seed;
+    params.top_logprobs = if args.top_logprobs > 0 {
+        args.top_logprobs
+    } else {
+        g.top_logprobs.unwrap_or(0)
+    };
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let cancel = CancellationToken::new();
+    // First Ctrl-C: stop taking work, finish what is in flight, flush. Second: exit at once
+    // (the dataset is crash-safe, so --resume still works).
+    let on_signal = cancel.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: finishing requests in flight (Ctrl-C again to quit now)");
+            on_signal.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+
+    let model = match (model, &config.provider) {
+        (None, ProviderSettings::OpenAi(s)) => {
+            let m = runtime
+                .block_on(distill::teacher::discover_model(s))
+                .context("choosing a model (pass --model)")?;
+            eprintln!("model: {m} (the first the server lists)");
+            Some(m)
+        }
+        (model, _) => model,
+    };
+
+    if args.batch {
+        let mut options = BatchOptions::new(args.num_examples, &args.output);
+        options.params = params;
+        options.resume = args.resume;
+        options.prices = config.prices.clone();
+        options.poll_interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
+        return run_batch(&runtime, &config, model.as_deref(), options, prompts, cancel);
+    }
+
+    let teacher = distill::teacher::teacher_from_config(&config, model.as_deref())?;
+    let mut options = GenerateOptions::new(args.num_examples, &args.output);
+    options.params = params;
+    options.concurrency = args.concurrency.or(g.concurrency).unwrap_or(8);
+    options.limits = RateLimits {
+        requests_per_minute: args.requests_per_minute.or(g.requests_per_minute),
+        tokens_per_minute: args.tokens_per_minute.or(g.tokens_per_minute),
+        ..Default::default()
+    };
+    if let Some(t) = args.timeout.or(g.timeout_secs) {
+        if !(t.is_finite() && t > 0.0) {
+            bail!("--timeout must be a positive number of seconds");
+        }
+        options.request_timeout = Duration::from_secs_f64(t);
+    }
+    if let Some(n) = args.max_attempts.or(g.max_attempts) {
+        options.retry.max_attempts = n;
+    }
+    options.resume = args.resume;
+    options.prices = config.prices.clone();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(teacher, options).with_events(tx);
+    let bar = ProgressBar::new(args.num_examples as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len}  {per_sec}  ETA {eta}  {msg}")
+            .expect("valid template"),
+    );
+    let render = runtime.spawn({
+        let bar = bar.clone();
+        async move {
+            while let Some(ev) = rx.recv().await {
+                let p = ev.progress;
+                bar.set_position(p.done as u64);
+                let cost = if p.accounting.unpriced_requests > 0 && p.accounting.cost_usd == 0.0 {
+                    "cost n/a".to_owned()
+                } else {
+                    format!("${:.4}", p.accounting.cost_usd)
+                };
+                bar.set_message(format!(
+                    "{} tok  {cost}  {} failed  {} retries",
+                    p.accounting.total_tokens(),
+                    p.failed,
+                    p.retries
+                ));
+                match ev.event {
+                    Event::Started { resumed, .. } if resumed > 0 => {
+                        bar.reset_eta();
+                        bar.println(format!("resuming: {resumed} examples already in the file"));
+                    }
+                    Event::Failed { id, attempts, reason } => {
+                        bar.println(format!("failed {id} after {attempts} attempt(s): {reason}"))
+                    }
+                    Event::Finished(_) => bar.finish_and_clear(),
+                    _ => {}
+                }
+            }
+        }
+    });
+    let result = runtime.block_on(engine.run(prompts, cancel));
+    drop(engine);
+    let _ = runtime.block_on(render);
+    let summary = result?;
+    let p = summary.progress;
+    println!(
+        "{} examples in {} ({} resumed, {} new, {} failed) in {:.1} s",
+        p.done,
+        args.output.display(),
+        p.resumed,
+        p.done - p.resumed,
+        p.failed,
+        p.elapsed.as_secs_f64()
+    );
+    let a = p.accounting;
+    println!(
+        "tokens: {} prompt + {} completion; cost ${:.4}{} ({})",
+        a.prompt_tokens,
+        a.completion_tokens,
+        a.cost_usd,
+        if a.unpriced_requests > 0 {
+            format!(", {} requests without a price", a.unpriced_requests)
+        } else {
+            String::new()
+        },
+        summary.prices_as_of
+    );
+    if let Some(f) = &summary.failures_file {
+        println!("failures: {}", f.display());
+    }
+    match summary.stop {
+        StopReason::Completed => Ok(()),
+        StopReason::Cancelled => bail!("interrupted; continue with the same command and --resume"),
+        StopReason::SourceExhausted => bail!(
+            "the prompts ran out at {} of {} examples ({} prompts in {})",
+            p.done,
+            args.num_examples,
+            total_prompts,
+            args.prompts.display()
+        ),
+        StopReason::Fatal => bail!("stopped by a fatal error"),
+    }
+}
+
+fn run_batch(
+    runtime: &tokio::runtime::Runtime,
+    config: &TeacherConfig,
+    model: Option<&str>,
+    options: BatchOptions,
+    prompts: Vec<distill::data::Prompt>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner = match &config.provider {
+        ProviderSettings::OpenAi(s) => {
+            let model = model.context("--model is required for OpenAI")?;
+            BatchRunner::openai(&OpenAiTeacher::new(s, model)?, options)
+        }
+        ProviderSettings::Azure(s) => BatchRunner::azure(&AzureTeacher::new(s)?, options),
+    }
+    .with_events(tx);
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let render = runtime.spawn({
+        let spinner = spinner.clone();
+        async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    BatchEvent::Uploaded { file_id, requests } => {
+                        spinner.println(format!("uploaded {requests} requests as {file_id}"))
+                    }
+                    BatchEvent::Submitted { batch_id, resumed } => spinner.println(if resumed {
+                        format!("collecting batch {batch_id} (from the state file)")
+                    } else {
+                        format!("submitted batch {batch_id}")
+                    }),
+                    BatchEvent::Status {
+                        status,
+                        completed,
+                        failed,
+                        total,
+                    } => spinner.set_message(format!("{status}: {completed}/{total} done, {failed} failed")),
+                    BatchEvent::Retrying { step, delay, reason } => spinner.println(format!(
+                        "{step}: {reason}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    });
+    let result = runtime.block_on(runner.run(prompts, cancel));
+    drop(runner);
+    let _ = runtime.block_on(render);
+    spinner.finish_and_clear();
+    let summary = result?;
+    if summary.pending {
+        bail!(
+            "stopped while batch {} is still running on the server; collect it later with --batch --resume",
+            summary.batch_id.unwrap_or_default()
+        );
+    }
+    println!(
+        "{} examples ({} merged from the batch, {} failed); cost ${:.4} at the batch discount",
+        summary.done, summary.merged, summary.failed, summary.accounting.cost_usd
+    );
+    if let Some(f) = &summary.failures_file {
+        println!("failures: {}", f.display());
+    }
+    Ok(())
+}
