@@ -87,7 +87,7 @@ fn random_sequences(vocab: u64, top_k: usize) -> Vec<Sequence> {
 fn bench_training(c: &mut Criterion) {
     let gguf = assets::smollm2_gguf();
     let full = load_model(&gguf, Device::Cpu).unwrap();
-    let vocab = full.model.config.vocab_size as u64;
+    let vocab = full.model.config.vocab_size() as u64;
     let out = tempfile::tempdir().unwrap();
 
     let mut group = c.benchmark_group("train_step");

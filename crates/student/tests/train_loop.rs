@@ -123,7 +123,7 @@ fn hard_labels_learn_and_every_output_is_written() {
     let model = LoadedModel::load(dir.join("final_model"), Device::Cpu).unwrap();
     let tokenizer = Tokenizer::from_hf_dir(dir.join("final_model")).unwrap();
     assert_eq!(tokenizer.vocab_hash(), support::tokenizer().vocab_hash());
-    assert_eq!(model.config.num_hidden_layers, 2);
+    assert_eq!(model.config.layer_count(), 2);
 }
 
 #[test]
@@ -302,4 +302,25 @@ fn stopping_and_resuming_reproduces_an_uninterrupted_run_exactly() {
     config.optim.lr *= 2.0;
     let err = Trainer::from_parts(config, parts(30, true)).unwrap_err();
     assert!(err.to_string().contains("optim"), "{err}");
+}
+
+#[test]
+fn validation_without_logprobs_falls_back_to_hard_labels() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Kl);
+    config.max_steps = Some(2);
+    let mut p = parts(20, true);
+    for e in &mut p.val {
+        e.logprobs = None;
+    }
+    let (_, events) = run(config, p);
+    let eval = events.iter().find_map(|e| match e {
+        TrainEvent::Eval { record, .. } => Some(record.clone()),
+        _ => None,
+    });
+    let eval = eval.unwrap();
+    assert!(
+        eval.val_loss.is_finite() && eval.val_soft_loss.is_none(),
+        "{eval:?}"
+    );
 }

@@ -1,7 +1,7 @@
 //! AdamW on plain tensors (so that its moments can be saved and restored exactly), weight-decay
 //! groups, global-norm gradient clipping, the learning-rate schedule, and dynamic loss scaling.
 //!
-//! The update is PyTorch's `torch.optim.AdamW` (single-tensor path):
+//! The update is PyTorch's `torch.optim.AdamW` (single-tensor path), up to float rounding:
 //! `p ← p·(1 − lr·wd)`, `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
 //! `p ← p − (lr / (1−β1^t)) · m / (√v / √(1−β2^t) + ε)`.
 
@@ -154,11 +154,19 @@ impl AdamW {
             if p.decay && c.weight_decay != 0.0 {
                 let _ = value.g_mul_scalar_(1.0 - lr * c.weight_decay);
             }
+            // In place, with one temporary per tensor: large temporaries cost page faults on the CPU.
             let _ = p.m.lerp_(&g, 1.0 - c.beta1);
-            let _ = p.v.g_mul_scalar_(c.beta2);
-            let _ = p.v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
-            let denom = p.v.sqrt() / bias2_sqrt + c.eps;
-            let _ = value.addcdiv_(&(&p.m * -step_size), &denom);
+            // v ← (1−β2)·(β2/(1−β2)·v + g²), as tch's addcmul_ has no scale argument.
+            let _ = p.v.g_mul_scalar_(c.beta2 / (1.0 - c.beta2));
+            let _ = p.v.addcmul_(&g, &g);
+            let _ = p.v.g_mul_scalar_(1.0 - c.beta2);
+            // p ← p + m · (−step_size / (√v / √(1−β2^t) + ε))
+            let mut scale = p.v.sqrt();
+            let _ = scale.g_div_scalar_(bias2_sqrt);
+            let _ = scale.g_add_scalar_(c.eps);
+            let _ = scale.reciprocal_();
+            let _ = scale.g_mul_scalar_(-step_size);
+            let _ = value.addcmul_(&p.m, &scale);
             if p.master.is_some() {
                 p.var.copy_(&value);
             }

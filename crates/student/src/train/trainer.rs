@@ -130,7 +130,15 @@ impl Trainer {
         let (val_seqs, val_stats) = if val.is_empty() {
             (Vec::new(), None)
         } else {
-            let (s, st) = preparer.prepare(&val, val_source)?;
+            // Validation data without logprobs still gives the hard (teacher-token) loss.
+            let val_soft = if soft_source == SoftSource::Dataset && val.iter().any(|e| e.logprobs.is_none()) {
+                tracing::info!("some validation examples have no logprobs; validating on hard labels only");
+                SoftSource::None
+            } else {
+                soft_source
+            };
+            let val_preparer = Preparer::new(&student.tokenizer, config.max_seq_len, val_soft)?;
+            let (s, st) = val_preparer.prepare(&val, val_source)?;
             (s, Some(st))
         };
         if train_stats.truncated > 0 {
@@ -798,7 +806,8 @@ fn check_models(
         if t.model.config.vocab_size() != student.model.config.vocab_size() {
             return Err(Error::Config(format!(
                 "teacher logits have {} entries, student logits {}",
-                t.model.config.vocab_size(), student.model.config.vocab_size()
+                t.model.config.vocab_size(),
+                student.model.config.vocab_size()
             )));
         }
     }
