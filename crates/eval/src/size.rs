@@ -6,7 +6,9 @@
 //! the tensor data.
 //!
 //! GGUF checkpoints are read by `distill-gguf`; its tensor shapes go through
-//! [`parameter_count_from_shapes`].
+//! [`parameter_count_from_shapes`], for example
+//! `parameter_count_from_shapes(gguf.tensors.iter().map(|t| &t.dims))` with
+//! `gguf = distill_gguf::GgufFile::read_header(path)?`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
