@@ -37,3 +37,8 @@ pub use teacher::{Choice, Completion, GenerationParams, MAX_TOP_LOGPROBS, Teache
 pub use secrecy::SecretString;
 /// Re-exported so callers can cancel a run without depending on `tokio-util` themselves.
 pub use tokio_util::sync::CancellationToken;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
