@@ -423,6 +423,9 @@ impl BatchRunner {
                 });
             }
             summary.failures_file = Some(failures_file);
+        } else {
+            // An earlier run's list would name prompts that are now in the dataset.
+            remove_file_if_present(&failures_file)?;
         }
         summary.failed = failures.len();
         summary.done = writer.completed_ids().len();
@@ -719,6 +722,10 @@ fn write_state(path: &Path, state: &BatchState) -> Result<()> {
 }
 
 fn remove_state(path: &Path) -> Result<()> {
+    remove_file_if_present(path)
+}
+
+fn remove_file_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

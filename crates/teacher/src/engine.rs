@@ -323,7 +323,7 @@ impl Engine {
         let mut writer = open_output(opts)?;
         let resumed = writer.completed_ids().len();
         let failures_file = failures_path(&opts.output);
-        let mut failures = FailureLog::new(failures_file.clone());
+        let mut failures = FailureLog::start(failures_file.clone())?;
         let shared = Arc::new(Shared {
             teacher: self.teacher.clone(),
             params: opts.params.clone(),
@@ -380,8 +380,7 @@ impl Engine {
                 }
             };
             let Some(joined) = joined else { break };
-            let (prompt, outcome) =
-                joined.map_err(|e| Error::Options(format!("a request task failed: {e}")))?;
+            let (prompt, outcome) = joined.map_err(Error::Task)?;
             shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             match outcome {
                 Outcome::Success(completion) => {
@@ -535,7 +534,7 @@ async fn attempt_prompt(shared: &Shared, prompt: &Prompt) -> Outcome {
             .as_ref()
             .ok()
             .and_then(|c| c.usage.map(|u| u.total_tokens()));
-        permit.settle(billed).await;
+        permit.settle(billed);
         let error = match result {
             Ok(completion) => return Outcome::Success(Box::new(completion)),
             Err(e) => e,
@@ -658,7 +657,7 @@ async fn append_blocking(
         (writer, r)
     })
     .await
-    .map_err(|e| Error::Options(format!("the writer task failed: {e}")))
+    .map_err(Error::Task)
 }
 
 /// The failures file: truncated at the start of each run, so it lists exactly the prompts this
@@ -670,12 +669,19 @@ struct FailureLog {
 }
 
 impl FailureLog {
-    fn new(path: PathBuf) -> Self {
-        FailureLog {
+    /// Removes the previous run's file: its prompts are retried by this run, so keeping it
+    /// would list prompts that end up in the dataset.
+    fn start(path: PathBuf) -> Result<Self> {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path, source }),
+        }
+        Ok(FailureLog {
             path,
             file: None,
             written: false,
-        }
+        })
     }
 
     fn record(&mut self, shared: &Shared, prompt: &Prompt, reason: String, attempts: u32) -> Result<()> {

@@ -116,6 +116,12 @@ pub enum Error {
         /// The errors the provider reported, joined.
         detail: String,
     },
+    /// The HTTP client could not be built (for example, no TLS backend could be initialised).
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// A request or writer task panicked or was aborted.
+    #[error("a generation task failed")]
+    Task(#[source] tokio::task::JoinError),
     /// The operation was cancelled by the caller before it finished.
     #[error("cancelled")]
     Cancelled,

@@ -135,12 +135,12 @@ impl Transport {
     }
 
     /// The default HTTP client: connection timeout only; request deadlines belong to the caller.
-    pub(crate) fn default_client() -> reqwest::Client {
+    pub(crate) fn default_client() -> Result<reqwest::Client> {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
+            .map_err(Error::HttpClient)
     }
 
     pub(crate) fn set_client(&mut self, client: reqwest::Client) {
@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn scrubs_secrets_and_truncates() {
         let t = Transport::new(
-            reqwest::Client::new(),
+            Transport::default_client().unwrap(),
             HeaderMap::new(),
             vec![],
             Auth::Headers,
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn reads_quota_code_from_type() {
         let t = Transport::new(
-            reqwest::Client::new(),
+            Transport::default_client().unwrap(),
             HeaderMap::new(),
             vec![],
             Auth::Headers,

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 /// Per-minute limits; `None` means unlimited.
@@ -79,6 +79,10 @@ struct State {
 /// Shared limiter; clone it freely.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
+    /// Waiters hold this (a fair, FIFO mutex) while they wait, so admission is first come,
+    /// first served.
+    queue: Arc<tokio::sync::Mutex<()>>,
+    /// The buckets, locked only briefly, so settlements land while someone waits.
     state: Arc<Mutex<State>>,
 }
 
@@ -110,6 +114,7 @@ impl RateLimiter {
             last: Instant::now(),
         };
         RateLimiter {
+            queue: Arc::new(tokio::sync::Mutex::new(())),
             state: Arc::new(Mutex::new(state)),
         }
     }
@@ -118,42 +123,50 @@ impl RateLimiter {
     ///
     /// Callers queue on a fair mutex, so admission is first come, first served.
     pub async fn acquire(&self, estimated_tokens: u64) -> Permit {
-        let mut guard = self.state.lock().await;
+        let _turn = self.queue.lock().await;
         loop {
-            let state = &mut *guard;
-            let now = Instant::now();
-            let elapsed = now.saturating_duration_since(state.last);
-            state.last = now;
-            for b in [&mut state.requests, &mut state.tokens].into_iter().flatten() {
-                b.refill(elapsed);
-            }
-            let wait = [
-                state.requests.as_ref().map(|b| b.wait_for(1.0)),
-                state.tokens.as_ref().map(|b| b.wait_for(estimated_tokens as f64)),
-            ]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(Duration::ZERO);
+            let wait = self.try_take(estimated_tokens);
             if wait.is_zero() {
-                if let Some(b) = &mut state.requests {
-                    b.level -= 1.0;
-                }
-                if let Some(b) = &mut state.tokens {
-                    b.level -= estimated_tokens as f64;
-                }
                 return Permit {
                     limiter: self.clone(),
                     estimated_tokens,
                 };
             }
-            // Holding the lock while sleeping keeps later callers behind this one.
             tokio::time::sleep(wait).await;
         }
     }
 
-    async fn adjust_tokens(&self, delta: f64) {
-        let mut state = self.state.lock().await;
+    /// Takes one request's worth if it fits now; otherwise returns how long to wait.
+    fn try_take(&self, estimated_tokens: u64) -> Duration {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(state.last);
+        state.last = now;
+        for b in [&mut state.requests, &mut state.tokens].into_iter().flatten() {
+            b.refill(elapsed);
+        }
+        let wait = [
+            state.requests.as_ref().map(|b| b.wait_for(1.0)),
+            state.tokens.as_ref().map(|b| b.wait_for(estimated_tokens as f64)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(Duration::ZERO);
+        if wait.is_zero() {
+            if let Some(b) = &mut state.requests {
+                b.level -= 1.0;
+            }
+            if let Some(b) = &mut state.tokens {
+                b.level -= estimated_tokens as f64;
+            }
+        }
+        wait
+    }
+
+    fn adjust_tokens(&self, delta: f64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = &mut state.tokens {
             b.level = (b.level + delta).min(b.capacity);
         }
@@ -162,11 +175,11 @@ impl RateLimiter {
 
 impl Permit {
     /// Replaces the estimate with the billed token count (`None`: keep the estimate).
-    pub async fn settle(self, billed_tokens: Option<u64>) {
+    pub fn settle(self, billed_tokens: Option<u64>) {
         if let Some(billed) = billed_tokens {
             let delta = self.estimated_tokens as f64 - billed as f64;
             if delta != 0.0 {
-                self.limiter.adjust_tokens(delta).await;
+                self.limiter.adjust_tokens(delta);
             }
         }
     }
@@ -186,7 +199,7 @@ mod tests {
         // 600/min = 10/s with a burst of 6 requests.
         let start = Instant::now();
         for _ in 0..66 {
-            limiter.acquire(0).await.settle(None).await;
+            limiter.acquire(0).await.settle(None);
         }
         let took = start.elapsed();
         // 6 immediately, then 60 more at 10/s.
@@ -205,10 +218,10 @@ mod tests {
         });
         // Capacity 6,000 tokens, refill 1,000/s.
         let start = Instant::now();
-        limiter.acquire(6_000).await.settle(Some(1_000)).await; // 5,000 refunded
-        limiter.acquire(5_000).await.settle(None).await;
+        limiter.acquire(6_000).await.settle(Some(1_000)); // 5,000 refunded
+        limiter.acquire(5_000).await.settle(None);
         assert!(start.elapsed() < Duration::from_millis(10));
-        limiter.acquire(2_000).await.settle(None).await;
+        limiter.acquire(2_000).await.settle(None);
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(1_990) && took <= Duration::from_millis(2_100),
@@ -223,9 +236,9 @@ mod tests {
             ..Default::default()
         });
         // Capacity 60; a 1,000-token request goes through when the bucket is full.
-        limiter.acquire(1_000).await.settle(None).await;
+        limiter.acquire(1_000).await.settle(None);
         let start = Instant::now();
-        limiter.acquire(10).await.settle(None).await;
+        limiter.acquire(10).await.settle(None);
         // Debt of 940 tokens plus 10 more at 10 tokens/s.
         let took = start.elapsed();
         assert!(
@@ -239,7 +252,7 @@ mod tests {
         let limiter = RateLimiter::new(RateLimits::default());
         let start = std::time::Instant::now();
         for _ in 0..1000 {
-            limiter.acquire(1_000_000).await.settle(Some(5)).await;
+            limiter.acquire(1_000_000).await.settle(Some(5));
         }
         assert!(start.elapsed() < Duration::from_secs(1));
     }

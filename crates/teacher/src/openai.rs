@@ -95,7 +95,7 @@ impl OpenAiTeacher {
         let cloud = is_openai_cloud(&settings.base_url);
         let endpoint = Endpoint {
             transport: Transport::new(
-                Transport::default_client(),
+                Transport::default_client()?,
                 headers,
                 owned_query(&config),
                 Auth::Headers,
@@ -240,7 +240,7 @@ impl AzureTeacher {
         };
         let endpoint = Endpoint {
             transport: Transport::new(
-                Transport::default_client(),
+                Transport::default_client()?,
                 headers,
                 owned_query(&config),
                 auth,

@@ -479,3 +479,66 @@ async fn discovers_the_served_model() {
     let err = distill_teacher::discover_model(&cloud).await.unwrap_err();
     assert!(err.to_string().contains("model"), "{err}");
 }
+
+#[tokio::test]
+async fn resume_clears_failures_that_now_succeed() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let server = FaultServer::start(Duration::ZERO, move |c: &Call| {
+        if c.prompt.ends_with(" 1") && !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(500)
+        } else {
+            Reply::Ok
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let ps = prompts(4);
+    run(&server, options(dir.path(), 4), &ps).await.unwrap();
+    assert_eq!(failures(&output).len(), 1);
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut o = options(dir.path(), 4);
+    o.resume = true;
+    let summary = run(&server, o, &ps).await.unwrap();
+    assert_eq!(summary.stop, StopReason::Completed);
+    assert!(summary.failures_file.is_none());
+    assert!(
+        !failures_path(&output).exists(),
+        "a stale failures file would list a written prompt"
+    );
+    let (w, f) = assert_accounted(&output, &ps);
+    assert_eq!((w.len(), f.len()), (4, 0));
+}
+
+#[tokio::test]
+async fn client_side_rate_limit_paces_requests() {
+    let server = FaultServer::start(Duration::ZERO, |_: &Call| Reply::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path(), 36);
+    o.concurrency = 16;
+    // 1,200 requests/min = 20/s, with a burst of 12.
+    o.limits = distill_teacher::limiter::RateLimits {
+        requests_per_minute: Some(1_200),
+        tokens_per_minute: None,
+        burst: 0.01,
+    };
+    let started = std::time::Instant::now();
+    run(&server, o, &prompts(36)).await.unwrap();
+    let took = started.elapsed();
+    // 12 at once, then 24 more at 20/s.
+    assert!(
+        took >= Duration::from_millis(1_150) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let seen = server.seen();
+    let first = seen[0].at;
+    let in_first_half_second = seen
+        .iter()
+        .filter(|s| s.at - first < Duration::from_millis(500))
+        .count();
+    assert!(
+        (12..=23).contains(&in_first_half_second),
+        "{in_first_half_second} requests in the first 0.5 s"
+    );
+}
