@@ -1,0 +1,199 @@
+//! Quality of trained students against their teacher on held-out prompts: each model answers
+//! the `test` split of a dataset greedily, and is scored with ROUGE-L F1 (distill-eval, equal to
+//! rouge-score with the Porter stemmer) against the teacher's answers, and with the mean
+//! cross-entropy of the teacher's own tokens (teacher forcing).
+//!
+//! ```text
+//! cargo run --release --example train_quality -- --dataset datasets/generated/smollm2_lab.jsonl \
+//!     --model untrained=~/.cache/distill/models/SmolLM2-135M-Instruct.Q4_1.gguf@0,5,10,15,20,25 \
+//!     --model ce=out/ce/final_model --model kd=out/kd/final_model [--json report.json]
+//! ```
+//!
+//! A model is `NAME=DIR` (an HF directory) or `NAME=FILE.gguf[@i,j,k]` (a GGUF, cut to those layers).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use distill::data::{Example, Split};
+use distill::eval::rouge::{RougeScorer, RougeType};
+use distill::student::tch::{self, Device, Kind};
+use distill::student::tokenizer::{Message, Tokenizer};
+use distill::student::train::batch::collate;
+use distill::student::train::data::{Preparer, SoftSource};
+use distill::student::train::loss::cross_entropy_sum;
+use distill::student::{ForwardInput, GenerationConfig, LoadedModel, generate, shrink};
+
+struct Args {
+    dataset: PathBuf,
+    models: Vec<(String, String)>,
+    max_new_tokens: usize,
+    batch: usize,
+    json: Option<PathBuf>,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut args = Args {
+        dataset: PathBuf::from("datasets/generated/smollm2_lab.jsonl"),
+        models: Vec::new(),
+        max_new_tokens: 128,
+        batch: 16,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--dataset" => args.dataset = value.into(),
+            "--model" => {
+                let (name, path) = value.split_once('=').context("--model NAME=PATH")?;
+                args.models.push((name.into(), path.into()));
+            }
+            "--max-new-tokens" => args.max_new_tokens = value.parse()?,
+            "--batch" => args.batch = value.parse()?,
+            "--json" => args.json = Some(value.into()),
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    if args.models.is_empty() {
+        bail!("give at least one --model NAME=PATH");
+    }
+    Ok(args)
+}
+
+fn load(spec: &str) -> anyhow::Result<(LoadedModel, Tokenizer)> {
+    let (path, layers) = match spec.split_once('@') {
+        Some((p, l)) => (p, Some(l)),
+        None => (spec, None),
+    };
+    let path = Path::new(path);
+    let model =
+        LoadedModel::load(path, Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = if path.is_dir() {
+        Tokenizer::from_hf_dir(path)?
+    } else {
+        Tokenizer::from_gguf_file(path)?
+    };
+    let model = match layers {
+        Some(list) => {
+            let keep = list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()?;
+            shrink::select_layers(&model, &keep)?
+        }
+        None => model,
+    };
+    Ok((model, tokenizer))
+}
+
+/// Greedy answers to every example's prompt, batched by prompt length.
+fn answers(
+    model: &LoadedModel,
+    tokenizer: &Tokenizer,
+    examples: &[Example],
+    args: &Args,
+) -> anyhow::Result<Vec<String>> {
+    let mut prompts = Vec::with_capacity(examples.len());
+    for e in examples {
+        let messages: Vec<Message> = e
+            .messages
+            .iter()
+            .map(|m| Message::new(m.role.as_str(), m.content.clone()))
+            .collect();
+        let text = tokenizer.render_chat(&messages, true)?;
+        prompts.push(
+            tokenizer
+                .encode(&text, false)?
+                .into_iter()
+                .map(i64::from)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        stop_tokens: tokenizer.eos_token_ids().iter().map(|&t| i64::from(t)).collect(),
+        pad_token: tokenizer.pad_token_id().map_or(0, i64::from),
+        ..GenerationConfig::default()
+    };
+    let mut out = vec![String::new(); prompts.len()];
+    for chunk in order.chunks(args.batch) {
+        let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let generated = generate(&model.model, &batch, &config, &mut |_, _| {})?;
+        for (&i, ids) in chunk.iter().zip(generated) {
+            let ids: Vec<u32> = ids.into_iter().map(|t| t as u32).collect();
+            out[i] = tokenizer.decode(&ids, true)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Mean cross-entropy of the teacher's own response tokens (and the closing eos).
+fn teacher_token_ce(
+    model: &LoadedModel,
+    tokenizer: &Tokenizer,
+    examples: &[Example],
+    dataset: &Path,
+) -> anyhow::Result<f64> {
+    let preparer = Preparer::new(tokenizer, 1024, SoftSource::Dataset)?;
+    let (seqs, _) = preparer.prepare(examples, dataset)?;
+    let _guard = tch::no_grad_guard();
+    let (mut sum, mut count) = (0.0, 0usize);
+    let indices: Vec<usize> = (0..seqs.len()).collect();
+    for chunk in indices.chunks(8) {
+        let batch = collate(&seqs, chunk, 0, Device::Cpu);
+        let logits = model.model.forward(&ForwardInput::new(&batch.input_ids), None);
+        let vocab = logits.size()[2];
+        let rows = logits
+            .reshape([-1, vocab])
+            .index_select(0, &batch.positions)
+            .to_kind(Kind::Float);
+        sum += cross_entropy_sum(&rows, &batch.targets).double_value(&[]);
+        count += batch.targets_count;
+    }
+    Ok(sum / count as f64)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse()?;
+    let all = distill::data::read_file(&args.dataset)?;
+    let test: Vec<Example> = all.into_iter().filter(|e| e.split == Some(Split::Test)).collect();
+    if test.is_empty() {
+        bail!("{}: no `test` examples", args.dataset.display());
+    }
+    let references: Vec<&str> = test.iter().map(|e| e.response.as_str()).collect();
+    let scorer = RougeScorer::new(&[RougeType::L], true)?;
+    println!("{} held-out prompts from {}", test.len(), args.dataset.display());
+    println!("| model | ROUGE-L F1 vs teacher | teacher-token CE | mean answer words | seconds |");
+    println!("|---|---|---|---|---|");
+    let mut report = Vec::new();
+    for (name, spec) in &args.models {
+        let started = Instant::now();
+        let (model, tokenizer) = load(spec)?;
+        let outputs = answers(&model, &tokenizer, &test, &args)?;
+        let rouge: f64 = references
+            .iter()
+            .zip(&outputs)
+            .map(|(r, o)| scorer.score(r, o).get(RougeType::L).map_or(0.0, |s| s.fmeasure))
+            .sum::<f64>()
+            / test.len() as f64;
+        let ce = teacher_token_ce(&model, &tokenizer, &test, &args.dataset)?;
+        let words = outputs
+            .iter()
+            .map(|o| o.split_whitespace().count())
+            .sum::<usize>() as f64
+            / test.len() as f64;
+        let secs = started.elapsed().as_secs_f64();
+        println!("| {name} | {rouge:.4} | {ce:.4} | {words:.1} | {secs:.0} |");
+        report.push(serde_json::json!({
+            "model": name, "source": spec, "rouge_l_f1": rouge, "teacher_token_ce": ce,
+            "mean_answer_words": words, "samples": outputs.iter().take(3).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
