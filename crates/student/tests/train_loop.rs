@@ -324,3 +324,28 @@ fn validation_without_logprobs_falls_back_to_hard_labels() {
         "{eval:?}"
     );
 }
+
+#[test]
+fn early_stopping_ends_the_run_and_keeps_the_best_checkpoint() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.max_steps = Some(20);
+    // Below f32 resolution: the weights, hence the validation loss, never change.
+    config.optim.lr = 1e-30;
+    config.optim.warmup_steps = 0;
+    config.eval_every = 1;
+    config.early_stopping_patience = Some(2);
+    config.save_every = 10;
+    config.keep_checkpoints = 1;
+    let (summary, _) = run(config, parts(20, false));
+    assert_eq!(summary.outcome, Outcome::EarlyStopped);
+    assert_eq!(summary.steps, 3);
+    assert_eq!(summary.best.unwrap().step, 1);
+    let mut kept: Vec<String> = std::fs::read_dir(out.path().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["step-00000001", "step-00000003"]);
+    assert!(out.path().join("final_model/model.safetensors").exists());
+}
