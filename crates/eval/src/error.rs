@@ -10,6 +10,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A GGUF file whose header could not be read.
+    #[error(transparent)]
+    Gguf(#[from] distill_gguf::Error),
     /// A file or directory could not be read.
     #[error("cannot read {}", path.display())]
     Io {

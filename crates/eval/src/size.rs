@@ -44,6 +44,12 @@ where
     })
 }
 
+/// Counts the parameters of a GGUF file from its header alone (tensor data is not read).
+pub fn gguf_parameter_count(path: &Path) -> Result<u64> {
+    let gguf = distill_gguf::GgufFile::read_header(path)?;
+    parameter_count_from_shapes(gguf.tensors.iter().map(|t| &t.dims))
+}
+
 /// The parameter count of a safetensors checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParameterCount {
