@@ -209,16 +209,9 @@ impl Block {
         let qkv = x.apply(&self.ln_1).apply(&self.c_attn).split(width, -1);
         let heads = |t: &Tensor| t.view([batch, seq, c.n_head, head_dim]).transpose(1, 2);
         let q = heads(&qkv[0]);
-        let mut k = heads(&qkv[1]);
-        let mut v = heads(&qkv[2]);
-        if let Some((past_k, past_v)) = cache {
-            if past_k.numel() > 0 {
-                k = Tensor::cat(&[&*past_k, &k], 2);
-                v = Tensor::cat(&[&*past_v, &v], 2);
-            }
-            *past_k = k.shallow_clone();
-            *past_v = v.shallow_clone();
-        }
+        let k = heads(&qkv[1]);
+        let v = heads(&qkv[2]);
+        let (k, v) = super::extend_cache(cache, k, v);
         let causal = mask.is_none() && k.size()[2] == seq;
         let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false);
         let attn = attn

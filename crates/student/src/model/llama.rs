@@ -344,16 +344,9 @@ impl Attention {
         let (batch, seq, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
         let split = |t: Tensor, heads: i64| t.view([batch, seq, heads, self.head_dim]).transpose(1, 2);
         let q = rotate(&split(x.apply(&self.q_proj), self.heads), cos, sin);
-        let mut k = rotate(&split(x.apply(&self.k_proj), self.kv_heads), cos, sin);
-        let mut v = split(x.apply(&self.v_proj), self.kv_heads);
-        if let Some((past_k, past_v)) = cache {
-            if past_k.numel() > 0 {
-                k = Tensor::cat(&[&*past_k, &k], 2);
-                v = Tensor::cat(&[&*past_v, &v], 2);
-            }
-            *past_k = k.shallow_clone();
-            *past_v = v.shallow_clone();
-        }
+        let k = rotate(&split(x.apply(&self.k_proj), self.kv_heads), cos, sin);
+        let v = split(x.apply(&self.v_proj), self.kv_heads);
+        let (k, v) = super::extend_cache(cache, k, v);
         // Without a mask (one sequence, no cache) the kernel's own causal path is fastest.
         let causal = mask.is_none() && k.size()[2] == seq;
         let gqa = self.heads != self.kv_heads;

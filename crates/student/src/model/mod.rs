@@ -140,6 +140,22 @@ impl KvCache {
     }
 }
 
+/// Appends new keys and values `[batch, heads, seq, head_dim]` to a layer's cache, and returns
+/// the keys and values attention should use (all cached positions, then the new ones).
+fn extend_cache(cache: Option<&mut (Tensor, Tensor)>, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+    let Some((past_k, past_v)) = cache else {
+        return (k, v);
+    };
+    let (k, v) = if past_k.numel() > 0 {
+        (Tensor::cat(&[&*past_k, &k], 2), Tensor::cat(&[&*past_v, &v], 2))
+    } else {
+        (k, v)
+    };
+    *past_k = k.shallow_clone();
+    *past_v = v.shallow_clone();
+    (k, v)
+}
+
 /// A causal language model of any supported architecture.
 #[derive(Debug)]
 pub enum CausalLm {
