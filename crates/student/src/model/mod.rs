@@ -9,6 +9,8 @@ pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 
 /// The configuration of a model of any supported architecture, as its `config.json` holds it.
+// One value per loaded model: boxing the larger variant would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
     /// Llama family.
