@@ -384,6 +384,11 @@ impl Engine {
             shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             match outcome {
                 Outcome::Success(completion) => {
+                    // Start the next request before this example's write (and fsync), counting
+                    // the example as done so that the file can never exceed N.
+                    if !stopping {
+                        feed.fill(&mut tasks, &writer, &shared, opts, 1);
+                    }
                     let example = to_example(
                         &prompt,
                         &completion,
