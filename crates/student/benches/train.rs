@@ -2,7 +2,7 @@
 //! 49.5M parameters), fp32 on the CPU, AdamW, batch 8:
 //!
 //! * `fixed_b8_t256`: 8 × 256 random tokens, every position trained (hard labels);
-//! * `lab_variable/{bucketed,random}`: one epoch over 64 real lab examples (teacher answers from
+//! * `lab_variable/{bucketed,random}`: one epoch over 32 real lab examples (teacher answers from
 //!   `datasets/generated/smollm2_lab.jsonl`), with length bucketing or random batches; throughput
 //!   counts real (unpadded) tokens;
 //! * `kd_b8_t256/{stored_top20,online_teacher}`: forward KL at T = 2 from stored top-20 teacher
@@ -17,7 +17,7 @@ mod assets;
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use distill_data::prompts::SplitMix64;
 use distill_student::shrink::{evenly_spaced_layers, select_layers};
 use distill_student::train::data::{Preparer, Sequence, SoftSource, split_examples};
@@ -27,7 +27,7 @@ use tch::Device;
 
 const BATCH: usize = 8;
 const LEN: usize = 256;
-const VARIABLE_EXAMPLES: usize = 64;
+const VARIABLE_EXAMPLES: usize = 32;
 
 fn student(full: &ModelWithTokenizer) -> ModelWithTokenizer {
     let layers = evenly_spaced_layers(30, 6).unwrap();
@@ -84,14 +84,39 @@ fn random_sequences(vocab: u64, top_k: usize) -> Vec<Sequence> {
         .collect()
 }
 
+/// The allocator tuning `distill train` applies (see `keep_freed_memory` in
+/// examples/distill/train.rs), so that the bench measures what the CLI runs. `DISTILL_BENCH_MALLOC=default`
+/// leaves glibc's defaults, for the comparison in docs/benchmarks.md.
+fn keep_freed_memory() {
+    if std::env::var("DISTILL_BENCH_MALLOC").is_ok_and(|v| v == "default") {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        // SAFETY: allocator tuning only, before the bench allocates tensors.
+        unsafe {
+            mallopt(-4, 0); // M_MMAP_MAX
+            mallopt(-1, -1); // M_TRIM_THRESHOLD: never trim
+        }
+    }
+}
+
 fn bench_training(c: &mut Criterion) {
+    keep_freed_memory();
     let gguf = assets::smollm2_gguf();
     let full = load_model(&gguf, Device::Cpu).unwrap();
     let vocab = full.model.config.vocab_size() as u64;
     let out = tempfile::tempdir().unwrap();
 
     let mut group = c.benchmark_group("train_step");
-    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements((BATCH * LEN) as u64));
     let mut trainer = Trainer::from_sequences(
         config(out.path(), LossKind::Ce, 1),
@@ -112,7 +137,11 @@ fn bench_training(c: &mut Criterion) {
         let take = &train[..VARIABLE_EXAMPLES.min(train.len())];
         let (seqs, stats) = preparer.prepare(take, &dataset).unwrap();
         let mut group = c.benchmark_group("lab_variable");
-        group.sample_size(10).measurement_time(Duration::from_secs(60));
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(60));
         group.throughput(Throughput::Elements(stats.input_tokens as u64));
         let batches = seqs.len().div_ceil(BATCH);
         // Window 0: random batches, as transformers' Trainer; otherwise the whole subset is one window.
@@ -143,7 +172,11 @@ fn bench_training(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("kd_b8_t256");
-    group.sample_size(10).measurement_time(Duration::from_secs(60));
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(60));
     group.throughput(Throughput::Elements((BATCH * LEN) as u64));
     let mut trainer = Trainer::from_sequences(
         config(out.path(), LossKind::Kl, 1),

@@ -6,7 +6,7 @@
 
 Scenarios (tokens/s; real tokens, padding excluded):
   fixed_b8_t256     8 x 256 random tokens, loss on every position
-  lab_variable      one epoch over the first 64 train examples of the generated lab dataset, in the
+  lab_variable      one epoch over the first 32 train examples of the generated lab dataset, in the
                     Trainer's default way: random order, each batch padded to its longest example
                     (DataCollatorForSeq2Seq), labels -100 on the prompt and the padding
   kd_online_teacher 8 x 256 random tokens, forward KL at T = 2 (x T^2) against the full teacher
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-BATCH, LEN, KEEP = 8, 256, [0, 5, 10, 15, 20, 25]
+BATCH, LEN, KEEP, EXAMPLES = 8, 256, [0, 5, 10, 15, 20, 25], 32
 
 
 def load(gguf):
@@ -91,7 +91,7 @@ def lab_variable(gguf, dataset, epochs):
             e = json.loads(line)
             if e.get("split") in (None, "train"):
                 rows.append(e)
-            if len(rows) == 64:
+            if len(rows) == EXAMPLES:
                 break
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

@@ -349,3 +349,26 @@ fn early_stopping_ends_the_run_and_keeps_the_best_checkpoint() {
     assert_eq!(kept, ["step-00000001", "step-00000003"]);
     assert!(out.path().join("final_model/model.safetensors").exists());
 }
+
+#[test]
+fn logits_at_chosen_rows_equal_the_full_forward_there() {
+    let tokenizer = support::tokenizer();
+    let m = support::tiny_model(&tokenizer, 2);
+    tch::manual_seed(3);
+    distill_student::shrink::init_like_transformers(&m.model.vs, 0.02);
+    let ids = Tensor::randint(
+        tokenizer.vocab_size() as i64,
+        [3, 11],
+        (tch::Kind::Int64, Device::Cpu),
+    );
+    let rows = Tensor::from_slice(&[0i64, 5, 10, 11, 20, 32]);
+    let input = distill_student::ForwardInput::new(&ids);
+    let _guard = tch::no_grad_guard();
+    let full = m.model.model.forward(&input, None);
+    let vocab = full.size()[2];
+    let want = full.reshape([-1, vocab]).index_select(0, &rows);
+    let got = m.model.model.forward_rows(&input, &rows);
+    assert_eq!(got.size(), [6, vocab]);
+    let diff = (got - want).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "{diff}");
+}

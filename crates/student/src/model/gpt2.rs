@@ -125,7 +125,21 @@ impl Gpt2 {
     }
 
     /// Logits for every position, `[batch, seq, vocab]`. Appends to `cache` when given.
-    pub fn forward(&self, input: &ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        self.hidden(input, cache).matmul(&self.wte.ws.tr())
+    }
+
+    /// Logits `[n, vocab]` of the positions `rows` only (flat indices into `batch * seq`).
+    pub fn forward_rows(&self, input: &ForwardInput<'_>, rows: &Tensor) -> Tensor {
+        let x = self.hidden(input, None);
+        let width = x.size()[2];
+        x.reshape([-1, width])
+            .index_select(0, rows)
+            .matmul(&self.wte.ws.tr())
+    }
+
+    /// Final (normed) hidden states, `[batch, seq, hidden]`.
+    fn hidden(&self, input: &ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor {
         let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = input.positions(past, seq);
@@ -138,7 +152,7 @@ impl Gpt2 {
         if let Some(c) = cache {
             c.advance(seq);
         }
-        x.apply(&self.ln_f).matmul(&self.wte.ws.tr())
+        x.apply(&self.ln_f)
     }
 }
 

@@ -240,7 +240,27 @@ impl Llama {
     }
 
     /// Logits for every position, `[batch, seq, vocab]`. Appends to `cache` when given.
-    pub fn forward(&self, input: &ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        self.head(&self.hidden(input, cache))
+    }
+
+    /// Logits `[n, vocab]` of the positions `rows` only (flat indices into `batch * seq`): the
+    /// output head, most of a small model's compute, skips the rest (the trainer's prompt tokens).
+    pub fn forward_rows(&self, input: &ForwardInput<'_>, rows: &Tensor) -> Tensor {
+        let x = self.hidden(input, None);
+        let width = x.size()[2];
+        self.head(&x.reshape([-1, width]).index_select(0, rows))
+    }
+
+    fn head(&self, x: &Tensor) -> Tensor {
+        match &self.lm_head {
+            Some(head) => x.apply(head),
+            None => x.matmul(&self.embed_tokens.ws.tr()),
+        }
+    }
+
+    /// Final (normed) hidden states, `[batch, seq, hidden]`.
+    fn hidden(&self, input: &ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor {
         let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = input.positions(past, seq);
@@ -255,11 +275,7 @@ impl Llama {
         if let Some(c) = cache {
             c.advance(seq);
         }
-        let x = x.apply(&self.norm);
-        match &self.lm_head {
-            Some(head) => x.apply(head),
-            None => x.matmul(&self.embed_tokens.ws.tr()),
-        }
+        x.apply(&self.norm)
     }
 
     /// `cos` and `sin` for each position, `[batch, 1, seq, head_dim]`, in the model's dtype.

@@ -176,6 +176,15 @@ impl CausalLm {
         }
     }
 
+    /// Logits `[n, vocab]` of the positions `rows` only (flat i64 indices into `batch * seq`),
+    /// without a cache: training needs the output head at its target positions only.
+    pub fn forward_rows(&self, input: &ForwardInput<'_>, rows: &Tensor) -> Tensor {
+        match self {
+            CausalLm::Llama(m) => m.forward_rows(input, rows),
+            CausalLm::Gpt2(m) => m.forward_rows(input, rows),
+        }
+    }
+
     /// Number of decoder blocks (for sizing a [`KvCache`]).
     pub fn layer_count(&self) -> usize {
         match self {

@@ -82,19 +82,20 @@ fn cut(run: &[usize], lengths: &[usize], settings: &BatchSettings, out: &mut Vec
     }
 }
 
-/// Soft targets of a batch: for `rows` (indices into the batch's trained positions), up to `k`
-/// student ids and teacher log-probabilities each; unused slots have `valid == false`.
+/// Soft targets of a batch, one row per trained position: up to `k` student ids and teacher
+/// log-probabilities each; unused slots have `valid == false`. Positions without a teacher
+/// distribution (the closing eos) hold a placeholder and weigh 0.
 #[derive(Debug)]
 pub struct SparseTargets {
-    /// Which trained positions have soft targets, `[ns]` i64.
-    pub rows: Tensor,
-    /// Token ids, `[ns, k]` i64 (0 in unused slots).
+    /// Token ids, `[n, k]` i64.
     pub ids: Tensor,
-    /// Teacher log-probabilities, `[ns, k]` f32 (0 in unused slots).
+    /// Teacher log-probabilities, `[n, k]` f32 (0 in unused slots).
     pub logprobs: Tensor,
-    /// Used slots, `[ns, k]` bool.
+    /// Used slots, `[n, k]` bool; slot 0 is always used.
     pub valid: Tensor,
-    /// Number of rows (`ns`).
+    /// 1 for positions with a teacher distribution, else 0, `[n]` f32.
+    pub weights: Tensor,
+    /// Positions with a teacher distribution.
     pub count: usize,
 }
 
@@ -124,9 +125,8 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
     let rows = indices.len();
     let mut ids = Vec::with_capacity(rows * width);
     let mut positions = Vec::new();
-    let mut targets = Vec::new();
-    let mut soft_rows = Vec::new();
-    let mut soft_entries: Vec<&[(u32, f32)]> = Vec::new();
+    let mut targets: Vec<i64> = Vec::new();
+    let mut soft: Vec<Option<&[(u32, f32)]>> = Vec::new();
     let mut tokens = 0;
     for (r, &i) in indices.iter().enumerate() {
         let seq = &sequences[i];
@@ -135,34 +135,48 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
         ids.extend(std::iter::repeat_n(pad, width - seq.len()));
         for (t, &target) in seq.targets.iter().enumerate().skip(seq.first_target) {
             debug_assert_ne!(target, IGNORE);
-            if let Some(entries) = seq.soft.get(t - seq.first_target).filter(|e| !e.is_empty()) {
-                soft_rows.push(targets.len() as i64);
-                soft_entries.push(entries);
-            }
+            soft.push(
+                seq.soft
+                    .get(t - seq.first_target)
+                    .filter(|e| !e.is_empty())
+                    .map(Vec::as_slice),
+            );
             positions.push((r * width + t) as i64);
             targets.push(target);
         }
     }
-    let soft = (!soft_rows.is_empty()).then(|| {
-        let k = soft_entries.iter().map(|e| e.len()).max().unwrap_or(0);
-        let ns = soft_rows.len();
-        let mut sids = vec![0i64; ns * k];
-        let mut slps = vec![0f32; ns * k];
-        let mut valid = vec![false; ns * k];
-        for (row, entries) in soft_entries.iter().enumerate() {
-            for (j, &(id, lp)) in entries.iter().enumerate() {
-                sids[row * k + j] = i64::from(id);
-                slps[row * k + j] = lp;
-                valid[row * k + j] = true;
+    let with_soft = soft.iter().filter(|e| e.is_some()).count();
+    let soft = (with_soft > 0).then(|| {
+        let k = soft.iter().flatten().map(|e| e.len()).max().unwrap_or(1);
+        let n = soft.len();
+        let mut sids = vec![0i64; n * k];
+        let mut slps = vec![0f32; n * k];
+        let mut valid = vec![false; n * k];
+        let mut weights = vec![0f32; n];
+        for (row, entries) in soft.iter().enumerate() {
+            match entries {
+                Some(entries) => {
+                    weights[row] = 1.0;
+                    for (j, &(id, lp)) in entries.iter().enumerate() {
+                        sids[row * k + j] = i64::from(id);
+                        slps[row * k + j] = lp;
+                        valid[row * k + j] = true;
+                    }
+                }
+                // A placeholder (certainty on the target) keeps every row well-formed.
+                None => {
+                    sids[row * k] = targets[row];
+                    valid[row * k] = true;
+                }
             }
         }
-        let shape = [ns as i64, k as i64];
+        let shape = [n as i64, k as i64];
         SparseTargets {
-            rows: Tensor::from_slice(&soft_rows).to_device(device),
             ids: Tensor::from_slice(&sids).reshape(shape).to_device(device),
             logprobs: Tensor::from_slice(&slps).reshape(shape).to_device(device),
             valid: Tensor::from_slice(&valid).reshape(shape).to_device(device),
-            count: ns,
+            weights: Tensor::from_slice(&weights).to_device(device),
+            count: with_soft,
         }
     });
     let count = targets.len();
@@ -265,7 +279,15 @@ mod tests {
         assert_eq!((b.tokens, b.padded_tokens, b.targets_count), (6, 8, 3));
         let soft = b.soft.unwrap();
         assert_eq!(soft.count, 1);
-        assert_eq!(Vec::<i64>::try_from(&soft.rows).unwrap(), [0]);
-        assert_eq!(Vec::<i64>::try_from(soft.ids.view(-1)).unwrap(), [4, 5]);
+        assert_eq!(Vec::<f32>::try_from(&soft.weights).unwrap(), [1.0, 0.0, 0.0]);
+        // Rows without a teacher distribution hold their target, with weight 0.
+        assert_eq!(
+            Vec::<i64>::try_from(soft.ids.view(-1)).unwrap(),
+            [4, 5, 99, 0, 99, 0]
+        );
+        assert_eq!(
+            Vec::<bool>::try_from(soft.valid.view(-1)).unwrap(),
+            [true, true, true, false, true, false]
+        );
     }
 }

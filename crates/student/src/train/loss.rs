@@ -81,18 +81,28 @@ fn float_kind(t: &Tensor) -> Kind {
 
 /// Sum over rows of −log q(target) at temperature 1.
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
-    let logq = logits.log_softmax(-1, float_kind(logits));
-    -logq
-        .gather(1, &targets.unsqueeze(1), false)
-        .sum(float_kind(logits))
+    nll_sum(&logits.log_softmax(-1, float_kind(logits)), targets)
+}
+
+/// Sum over rows of −log q(target), from log-probabilities `[n, vocab]` (shared with the soft loss).
+pub fn nll_sum(logq: &Tensor, targets: &Tensor) -> Tensor {
+    -logq.gather(1, &targets.unsqueeze(1), false).sum(logq.kind())
 }
 
 /// Both sides from full-vocabulary logits, at temperature `t`.
 pub fn full_vocab(student_logits: &Tensor, teacher_logits: &Tensor, t: f64) -> Distributions {
     let kind = float_kind(student_logits);
+    let student = (student_logits.to_kind(kind) / t).log_softmax(-1, kind);
+    full_vocab_with(student, teacher_logits, t)
+}
+
+/// [`full_vocab`] with the student's log-probabilities at temperature `t` already computed
+/// (at T = 1 they are the ones the cross-entropy uses).
+pub fn full_vocab_with(student_logq: Tensor, teacher_logits: &Tensor, t: f64) -> Distributions {
+    let kind = student_logq.kind();
     Distributions {
         teacher: (teacher_logits.to_kind(kind) / t).log_softmax(-1, kind).detach(),
-        student: (student_logits.to_kind(kind) / t).log_softmax(-1, kind),
+        student: student_logq,
         mask: None,
     }
 }
@@ -123,8 +133,27 @@ pub fn sparse(
 ) -> Distributions {
     let kind = float_kind(student_logits);
     let logits = student_logits.to_kind(kind);
-    let all = logits.logsumexp(-1, true);
-    let student_k = logits.gather(1, ids, false) - &all;
+    let logq = logits.log_softmax(-1, kind);
+    sparse_with(&logits, &logq, ids, teacher_logprobs, valid, mode, t)
+}
+
+/// [`sparse`] with the student's temperature-1 log-probabilities `logq` already computed (the
+/// cross-entropy needs them too), so the vocabulary-wide work is one extra pass for the rest
+/// bucket and none for [`TopKMode::Renormalize`]. Slot 0 of every row must be used.
+pub fn sparse_with(
+    logits: &Tensor,
+    logq: &Tensor,
+    ids: &Tensor,
+    teacher_logprobs: &Tensor,
+    valid: &Tensor,
+    mode: TopKMode,
+    t: f64,
+) -> Distributions {
+    let kind = logq.kind();
+    // Unused slots point at the row's first token, so that they gather and scatter harmlessly.
+    let first = ids.narrow(1, 0, 1);
+    let ids = ids.where_self(valid, &first.expand_as(ids));
+    let student_k = logq.gather(1, &ids, false);
     let teacher_k = teacher_logprobs.to_kind(kind);
     let (teacher, student, mask) = match mode {
         TopKMode::Renormalize => (teacher_k, student_k, valid.shallow_clone()),
@@ -132,10 +161,11 @@ pub fn sparse(
             let validf = valid.to_kind(kind);
             let teacher_mass = (teacher_k.exp() * &validf).sum_dim_intlist(-1, true, kind);
             let teacher_rest = (-teacher_mass + 1.0).clamp_min(REST_FLOOR).log();
-            // The student's exact tail: log-sum-exp over the tokens outside the support. A finite
-            // fill (not -inf) keeps the gradient free of NaN even if a row covers the vocabulary.
-            let in_k = logits.zeros_like().scatter_add(1, ids, &validf).gt(0.0);
-            let tail = logits.masked_fill(&in_k, -1e9).logsumexp(-1, true) - &all;
+            // The student's exact tail: log-sum-exp over the tokens outside the support, minus the
+            // row's log-normaliser (logit − log-probability of any token). A finite fill (not
+            // -inf) keeps the gradient free of NaN even if a row covers the whole vocabulary.
+            let all = logits.gather(1, &first, false) - logq.gather(1, &first, false);
+            let tail = logits.scatter_value(1, &ids, -1e9).logsumexp(-1, true) - all;
             let student_rest = tail.clamp_min(-1e4);
             let ones = valid.ones_like().narrow(1, 0, 1);
             (
@@ -186,6 +216,12 @@ pub fn divergence(d: &Distributions, kind: Divergence) -> Tensor {
 /// Sum over rows of T²·D(p ‖ q).
 pub fn soft_sum(d: &Distributions, kind: Divergence, t: f64) -> Tensor {
     let per_row = divergence(d, kind);
+    per_row.sum(per_row.kind()) * (t * t)
+}
+
+/// Sum over rows of `weight`·T²·D(p ‖ q) (weights `[n]`, 0 for rows without a teacher distribution).
+pub fn soft_sum_weighted(d: &Distributions, kind: Divergence, t: f64, weights: &Tensor) -> Tensor {
+    let per_row = divergence(d, kind) * weights.to_kind(d.student.kind());
     per_row.sum(per_row.kind()) * (t * t)
 }
 
@@ -453,6 +489,21 @@ mod tests {
         assert!(loss(&overconfident, TopKMode::Renormalize).abs() < 1e-12);
         assert!(loss(&calibrated, TopKMode::RestBucket).abs() < 1e-12);
         assert!(loss(&overconfident, TopKMode::RestBucket) > 0.1);
+    }
+
+    #[test]
+    fn zero_weight_rows_add_nothing_and_get_no_gradient() {
+        let (ids, lps, valid, _) = topk();
+        let z = leaf(&STUDENT);
+        let d = sparse(&z, &ids, &lps, &valid, TopKMode::RestBucket, 2.0);
+        let weights = Tensor::from_slice(&[0.0f64, 1.0]);
+        let weighted = soft_sum_weighted(&d, Divergence::Jsd { beta: 0.5 }, 2.0, &weights);
+        let row1 = divergence(&d, Divergence::Jsd { beta: 0.5 }).get(1) * 4.0;
+        assert!((weighted.double_value(&[]) - row1.double_value(&[])).abs() < 1e-12);
+        weighted.backward();
+        let g = grad_rows(&z);
+        assert!(g[0].iter().all(|&v| v == 0.0), "{g:?}");
+        assert!(g[1].iter().any(|&v| v != 0.0));
     }
 
     #[test]

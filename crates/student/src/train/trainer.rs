@@ -21,7 +21,7 @@ use super::metrics::{EvalRecord, MetricsLog, Record, StepRecord, loss_curve_svg}
 use super::optim::{AdamW, LossScaler, learning_rate};
 use super::setup::{self, ModelWithTokenizer};
 use crate::checkpoint::hf;
-use crate::model::ForwardInput;
+use crate::model::{CausalLm, ForwardInput};
 
 /// The inputs of a run, for callers that build them in memory (tests, benchmarks, other tools).
 #[derive(Debug)]
@@ -611,46 +611,34 @@ impl Trainer {
     /// The summed hard and soft losses of one batch (soft: `None` without soft targets).
     fn losses(&self, batch: &Batch) -> Result<(Tensor, Option<Tensor>)> {
         let fp16 = self.config.precision == MixedPrecision::Fp16;
-        let logits = tch::autocast(fp16, || {
-            self.student
-                .model
-                .model
-                .forward(&ForwardInput::new(&batch.input_ids), None)
-        });
-        let vocab = logits.size()[2];
-        let rows = logits
-            .reshape([-1, vocab])
-            .index_select(0, &batch.positions)
-            .to_kind(Kind::Float);
-        drop(logits);
-        let hard = loss::cross_entropy_sum(&rows, &batch.targets);
+        let rows = tch::autocast(fp16, || trained_rows(&self.student.model.model, batch));
+        // One vocabulary-wide log-softmax serves the cross-entropy and the soft loss at T = 1.
+        let logq = rows.log_softmax(-1, Kind::Float);
+        let hard = loss::nll_sum(&logq, &batch.targets);
         let Some(kind) = self.divergence else {
             return Ok((hard, None));
         };
         let t = self.config.loss.temperature;
+        let student_t = || {
+            if t == 1.0 {
+                logq.shallow_clone()
+            } else {
+                (&rows / t).log_softmax(-1, Kind::Float)
+            }
+        };
         let soft = if let Some(teacher) = &self.teacher {
-            let teacher_rows = tch::no_grad(|| {
-                let logits = tch::autocast(fp16, || {
-                    teacher
-                        .model
-                        .model
-                        .forward(&ForwardInput::new(&batch.input_ids), None)
-                });
-                logits
-                    .reshape([-1, vocab])
-                    .index_select(0, &batch.positions)
-                    .to_kind(Kind::Float)
-            });
+            let teacher_rows =
+                tch::no_grad(|| tch::autocast(fp16, || trained_rows(&teacher.model.model, batch)));
             Some(loss::soft_sum(
-                &loss::full_vocab(&rows, &teacher_rows, t),
+                &loss::full_vocab_with(student_t(), &teacher_rows, t),
                 kind,
                 t,
             ))
         } else {
             batch.soft.as_ref().map(|s| {
-                let student = rows.index_select(0, &s.rows);
-                let d = loss::sparse(&student, &s.ids, &s.logprobs, &s.valid, self.config.loss.top_k, t);
-                loss::soft_sum(&d, kind, t)
+                let mode = self.config.loss.top_k;
+                let d = loss::sparse_with(&rows, &logq, &s.ids, &s.logprobs, &s.valid, mode, t);
+                loss::soft_sum_weighted(&d, kind, t, &s.weights)
             })
         };
         Ok((hard, soft))
@@ -770,6 +758,20 @@ impl Trainer {
         tracing::info!(path = %dir.display(), "final model written");
         Ok(dir)
     }
+}
+
+/// The f32 logits of a batch's trained positions, `[n, vocab]`. The output head runs at those
+/// positions only (prompt and padding skip it), unless every position is trained.
+fn trained_rows(model: &CausalLm, batch: &Batch) -> Tensor {
+    let input = ForwardInput::new(&batch.input_ids);
+    let rows = if batch.targets_count == batch.padded_tokens {
+        let logits = model.forward(&input, None);
+        let vocab = logits.size()[2];
+        logits.reshape([-1, vocab])
+    } else {
+        model.forward_rows(&input, &batch.positions)
+    };
+    rows.to_kind(Kind::Float)
 }
 
 /// The checks every constructor makes: devices, vocabulary sizes, and the teacher's tokenizer.
