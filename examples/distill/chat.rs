@@ -4,8 +4,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context;
-use distill::student::Pretrained;
 use distill::student::tokenizer::Message;
+use distill::student::{Precision, Pretrained};
 
 use crate::device::DeviceArg;
 
@@ -33,15 +33,37 @@ pub struct Args {
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+    /// Weight and activation precision.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
     #[command(flatten)]
     device: DeviceArg,
+}
+
+/// `--dtype`: what precision to generate in.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<Dtype> for Precision {
+    fn from(dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => Precision::F32,
+            Dtype::F16 => Precision::F16,
+            Dtype::Bf16 => Precision::Bf16,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let path = crate::hub::resolve(&args.model)?;
-    let model = Pretrained::load(&path, args.device.resolve()?)
+    let mut model = Pretrained::load(&path, args.device.resolve()?)
         .with_context(|| format!("loading {}", path.display()))?;
+    model.prepare_for_generation(args.dtype.into());
     let load_seconds = started.elapsed().as_secs_f64();
     let mut messages = Vec::new();
     if let Some(system) = args.system {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use distill_student::shrink::{evenly_spaced_layers, select_layers};
-use distill_student::{GenerationConfig, LoadedModel, generate};
+use distill_student::{GenerationConfig, LoadedModel, Precision, generate};
 use tch::Device;
 
 const NEW_TOKENS: usize = 128;
@@ -20,9 +20,11 @@ fn prompt() -> Vec<i64> {
 }
 
 fn bench_generation(c: &mut Criterion) {
-    let teacher = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    let mut teacher = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
     let layers = evenly_spaced_layers(30, 6).unwrap();
-    let student = select_layers(&teacher, &layers).unwrap();
+    let mut student = select_layers(&teacher, &layers).unwrap();
+    teacher.prepare_for_generation(Precision::F32);
+    student.prepare_for_generation(Precision::F32);
     // No stop tokens: always exactly NEW_TOKENS, as the peer forces with min_new_tokens.
     let config = GenerationConfig {
         max_new_tokens: NEW_TOKENS,

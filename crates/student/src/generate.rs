@@ -1,7 +1,7 @@
 //! Autoregressive generation with a KV cache: greedy, temperature, top-k and top-p sampling,
 //! stop tokens, batches with left padding, and a streaming callback.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{CausalLm, ForwardInput, KvCache};
@@ -81,8 +81,12 @@ pub fn generate(
     let mut cache = KvCache::new(model.layer_count());
     let mut outputs = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
+    let mut threads = None;
 
-    for _ in 0..config.max_new_tokens {
+    for step in 0..config.max_new_tokens {
+        if step == 1 && batch == 1 && device == Device::Cpu {
+            threads = Some(SingleThreaded::enter());
+        }
         let forward = ForwardInput {
             input_ids: &input,
             attention_mask: attention.as_ref(),
@@ -107,7 +111,30 @@ pub fn generate(
         input = next.unsqueeze(1);
         attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
     }
+    drop(threads);
     Ok(outputs)
+}
+
+/// Runs libtorch on one intra-op thread until dropped. Decoding one sequence is a chain of
+/// small, memory-bound matrix-vector products: one core nearly saturates memory bandwidth, and
+/// splitting each product over OpenMP threads costs more in barriers than it gains (measured
+/// in docs/benchmarks.md). The prompt's prefill, a real matrix product, keeps every thread.
+struct SingleThreaded {
+    previous: i32,
+}
+
+impl SingleThreaded {
+    fn enter() -> Self {
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(1);
+        Self { previous }
+    }
+}
+
+impl Drop for SingleThreaded {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.previous);
+    }
 }
 
 /// Picks the next token of each row from last-position logits `[batch, vocab]`.

@@ -8,6 +8,7 @@ use tch::Device;
 use crate::checkpoint::{LoadedModel, hf};
 use crate::error::Result;
 use crate::generate::{GenerationConfig, generate};
+use crate::model::Precision;
 use crate::tokenizer::{Message, Tokenizer};
 
 /// A causal language model and the tokenizer it was trained with.
@@ -47,6 +48,11 @@ impl Pretrained {
             Tokenizer::from_gguf_file(path)?
         };
         Ok(Self { model, tokenizer })
+    }
+
+    /// Readies the weights for generation in `precision` (see [`LoadedModel::prepare_for_generation`]).
+    pub fn prepare_for_generation(&mut self, precision: Precision) {
+        self.model.prepare_for_generation(precision);
     }
 
     /// Writes an HF directory (config, safetensors, tokenizer, chat template) that transformers loads.

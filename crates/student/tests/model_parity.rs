@@ -7,7 +7,7 @@ mod assets;
 
 use std::path::{Path, PathBuf};
 
-use distill_student::{ForwardInput, GenerationConfig, LoadedModel, generate};
+use distill_student::{ForwardInput, GenerationConfig, LoadedModel, Precision, generate};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -59,6 +59,34 @@ fn check_tiny(name: &str) {
     let real = mask.to_kind(Kind::Bool).unsqueeze(-1);
     let diff = max_abs_diff(&padded.masked_select(&real), &want.masked_select(&real));
     assert!(diff <= 1e-4, "{name}: padded logits differ by {diff}");
+
+    // The generation layout changes strides only; bf16 stays close to the f32 reference.
+    let want = tensor_3d_f32(&expected["logits"]);
+    let mut prepared = LoadedModel::load(&dir, Device::Cpu).unwrap();
+    prepared.prepare_for_generation(Precision::F32);
+    let column_major = prepared
+        .vs
+        .variables()
+        .values()
+        .filter(|v| v.dim() == 2 && v.stride()[0] == 1)
+        .count();
+    assert!(column_major >= 1, "{name}: no matrix was laid out column-major");
+    let diff = max_abs_diff(&prepared.model.forward(&ForwardInput::new(&ids), None), &want);
+    assert!(
+        diff <= 1e-4,
+        "{name}: logits in the generation layout differ by {diff}"
+    );
+    let mut bf16 = LoadedModel::load(&dir, Device::Cpu).unwrap();
+    bf16.prepare_for_generation(Precision::Bf16);
+    let logits = bf16.model.forward(&ForwardInput::new(&ids), None);
+    assert_eq!(logits.kind(), Kind::BFloat16);
+    let scale = want.abs().max().double_value(&[]);
+    let diff = max_abs_diff(&logits.to_kind(Kind::Float), &want);
+    eprintln!("{name}: bf16 max diff {diff} (largest logit {scale})");
+    assert!(
+        diff <= 0.05 * scale,
+        "{name}: bf16 logits differ by {diff} (largest {scale})"
+    );
 }
 
 #[test]
@@ -94,7 +122,7 @@ fn cached_decoding_equals_a_full_forward() {
 #[test]
 fn smollm2_gguf_matches_transformers_weights_and_greedy_tokens() {
     let expected = json(&fixture("smollm2.json"));
-    let model = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    let mut model = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
     assert_eq!(model.parameter_count(), 134_515_008);
 
     let vars = model.vs.variables();
@@ -110,15 +138,25 @@ fn smollm2_gguf_matches_transformers_weights_and_greedy_tokens() {
         }
     }
 
-    for case in expected["generations"].as_array().unwrap() {
-        let prompt: Vec<i64> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
-        let want: Vec<i64> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
-        let config = GenerationConfig {
-            max_new_tokens: want.len(),
-            ..Default::default()
-        };
-        let got = generate(&model.model, &[prompt], &config, &mut |_, _| {}).unwrap();
-        assert_eq!(got[0], want, "greedy tokens for {}", case["messages"]);
+    // As loaded, then in the generation layout (column-major, fused projections).
+    for prepared in [false, true] {
+        if prepared {
+            model.prepare_for_generation(Precision::F32);
+        }
+        for case in expected["generations"].as_array().unwrap() {
+            let prompt: Vec<i64> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+            let want: Vec<i64> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
+            let config = GenerationConfig {
+                max_new_tokens: want.len(),
+                ..Default::default()
+            };
+            let got = generate(&model.model, &[prompt], &config, &mut |_, _| {}).unwrap();
+            assert_eq!(
+                got[0], want,
+                "greedy tokens for {} (prepared: {prepared})",
+                case["messages"]
+            );
+        }
     }
 }
 

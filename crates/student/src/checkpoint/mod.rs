@@ -8,10 +8,10 @@ pub mod hub;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig};
+use crate::model::{CausalLm, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig, Precision};
 
 /// A model with its variables and configuration.
 #[derive(Debug)]
@@ -83,6 +83,30 @@ impl LoadedModel {
         } else {
             gguf::load_gguf(path, device)
         }
+    }
+
+    /// Readies the weights for generation: casts them to `precision`, and on a CPU stores every
+    /// matrix the network applies transposed (`x · Wᵀ`: linear layers, a tied output head)
+    /// column-major. Batch-1 decoding is a chain of memory-bound matrix-vector products, and
+    /// libtorch reads a row-major `Wᵀ` at about half the bandwidth of a column-major one
+    /// (docs/benchmarks.md). Projections that read the same input are fused
+    /// ([`CausalLm::fuse_projections`]). Names, shapes, values and saved files are unchanged;
+    /// only the strides differ, and large-batch matrix products are as fast either way.
+    pub fn prepare_for_generation(&mut self, precision: Precision) {
+        if precision.kind() != Kind::Float {
+            self.vs.set_kind(precision.kind());
+        }
+        if self.vs.device() != Device::Cpu {
+            return;
+        }
+        let _guard = tch::no_grad_guard();
+        for (name, mut var) in self.vs.variables() {
+            if var.dim() == 2 && self.config.applies_transposed(&name) {
+                let column_major = var.tr().contiguous().tr();
+                var.set_data(&column_major);
+            }
+        }
+        self.model.fuse_projections();
     }
 
     /// Total number of parameters.

@@ -239,6 +239,17 @@ impl Llama {
         &self.config
     }
 
+    /// Stacks each block's q/k/v and gate/up projections into one matrix apiece, laid out
+    /// column-major: generation then runs two matrix-vector products where it ran five, which
+    /// reads the same weights faster. The variables become views of the stacked matrices, so
+    /// nothing is stored twice; call it after the weights are loaded and cast.
+    pub fn fuse_projections(&mut self) {
+        for layer in &mut self.layers {
+            layer.self_attn.fuse();
+            layer.mlp.fuse();
+        }
+    }
+
     /// Logits for every position, `[batch, seq, vocab]`. Appends to `cache` when given.
     pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
         self.head(&self.hidden(input, cache))
@@ -329,6 +340,8 @@ struct Attention {
     k_proj: nn::Linear,
     v_proj: nn::Linear,
     o_proj: nn::Linear,
+    /// `q_proj`, `k_proj` and `v_proj` as one matrix (and bias), once [`Llama::fuse_projections`] ran.
+    qkv: Option<(Tensor, Option<Tensor>)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -343,6 +356,7 @@ impl Attention {
             k_proj: nn::linear(path / "k_proj", c.hidden_size, kv_heads * head_dim, with_bias),
             v_proj: nn::linear(path / "v_proj", c.hidden_size, kv_heads * head_dim, with_bias),
             o_proj: nn::linear(path / "o_proj", heads * head_dim, c.hidden_size, with_bias),
+            qkv: None,
             heads,
             kv_heads,
             head_dim,
@@ -358,10 +372,16 @@ impl Attention {
         cache: Option<&mut (Tensor, Tensor)>,
     ) -> Tensor {
         let (batch, seq, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
-        let split = |t: Tensor, heads: i64| t.view([batch, seq, heads, self.head_dim]).transpose(1, 2);
-        let q = rotate(&split(x.apply(&self.q_proj), self.heads), cos, sin);
-        let k = rotate(&split(x.apply(&self.k_proj), self.kv_heads), cos, sin);
-        let v = split(x.apply(&self.v_proj), self.kv_heads);
+        let (q, k, v) = match &self.qkv {
+            Some((weight, bias)) => self.fused_qkv(&x.linear(weight, bias.as_ref()), cos, sin),
+            None => {
+                let split =
+                    |t: Tensor, heads: i64| t.view([batch, seq, heads, self.head_dim]).transpose(1, 2);
+                let q = rotate(&split(x.apply(&self.q_proj), self.heads), cos, sin);
+                let k = rotate(&split(x.apply(&self.k_proj), self.kv_heads), cos, sin);
+                (q, k, split(x.apply(&self.v_proj), self.kv_heads))
+            }
+        };
         let (k, v) = super::extend_cache(cache, k, v);
         // Without a mask (one sequence, no cache) the kernel's own causal path is fastest.
         let causal = mask.is_none() && k.size()[2] == seq;
@@ -371,6 +391,48 @@ impl Attention {
             .reshape([batch, seq, self.heads * self.head_dim])
             .apply(&self.o_proj)
     }
+}
+
+impl Attention {
+    /// Splits one fused projection `[batch, seq, (heads + 2 kv_heads) · head_dim]` into rotated
+    /// `q`, `k` and plain `v` (`[batch, heads, seq, head_dim]`), rotating `q` and `k` together.
+    fn fused_qkv(&self, qkv: &Tensor, cos: &Tensor, sin: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (batch, seq, _) = qkv.size3().expect("projections are [batch, seq, width]");
+        let heads = qkv.view([batch, seq, self.heads + 2 * self.kv_heads, self.head_dim]);
+        let qk = heads.narrow(2, 0, self.heads + self.kv_heads);
+        let qk = rotate(&qk, &cos.transpose(1, 2), &sin.transpose(1, 2));
+        let q = qk.narrow(2, 0, self.heads).transpose(1, 2);
+        let k = qk.narrow(2, self.heads, self.kv_heads).transpose(1, 2);
+        let v = heads
+            .narrow(2, self.heads + self.kv_heads, self.kv_heads)
+            .transpose(1, 2);
+        (q, k, v)
+    }
+
+    fn fuse(&mut self) {
+        self.qkv = Some(fuse_linears(&[&self.q_proj, &self.k_proj, &self.v_proj]));
+    }
+}
+
+/// Stacks linear layers that read the same input into one column-major matrix (and bias), and
+/// re-points each layer's variables at their rows of it, so the weights are stored once and
+/// stay shared with the variable store.
+fn fuse_linears(parts: &[&nn::Linear]) -> (Tensor, Option<Tensor>) {
+    let _guard = tch::no_grad_guard();
+    let weights: Vec<&Tensor> = parts.iter().map(|p| &p.ws).collect();
+    let weight = Tensor::cat(&weights, 0).tr().contiguous().tr();
+    let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bs.as_ref()).collect();
+    let bias = biases.map(|b| Tensor::cat(&b, 0));
+    let mut offset = 0;
+    for part in parts {
+        let rows = part.ws.size()[0];
+        part.ws.shallow_clone().set_data(&weight.narrow(0, offset, rows));
+        if let (Some(own), Some(all)) = (&part.bs, &bias) {
+            own.shallow_clone().set_data(&all.narrow(0, offset, rows));
+        }
+        offset += rows;
+    }
+    (weight, bias)
 }
 
 /// Applies rotary embeddings: `x * cos + rotate_half(x) * sin`.
@@ -387,6 +449,8 @@ struct Mlp {
     gate_proj: nn::Linear,
     up_proj: nn::Linear,
     down_proj: nn::Linear,
+    /// `gate_proj` and `up_proj` as one matrix (and bias), once [`Llama::fuse_projections`] ran.
+    gate_up: Option<(Tensor, Option<Tensor>)>,
 }
 
 impl Mlp {
@@ -396,13 +460,28 @@ impl Mlp {
             gate_proj: nn::linear(path / "gate_proj", c.hidden_size, c.intermediate_size, cfg),
             up_proj: nn::linear(path / "up_proj", c.hidden_size, c.intermediate_size, cfg),
             down_proj: nn::linear(path / "down_proj", c.intermediate_size, c.hidden_size, cfg),
+            gate_up: None,
         }
+    }
+}
+
+impl Mlp {
+    fn fuse(&mut self) {
+        self.gate_up = Some(fuse_linears(&[&self.gate_proj, &self.up_proj]));
     }
 }
 
 impl nn::Module for Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
-        (x.apply(&self.gate_proj).silu() * x.apply(&self.up_proj)).apply(&self.down_proj)
+        let activated = match &self.gate_up {
+            Some((weight, bias)) => {
+                let both = x.linear(weight, bias.as_ref());
+                let width = both.size()[2] / 2;
+                both.narrow(2, 0, width).silu() * both.narrow(2, width, width)
+            }
+            None => x.apply(&self.gate_proj).silu() * x.apply(&self.up_proj),
+        };
+        activated.apply(&self.down_proj)
     }
 }
 

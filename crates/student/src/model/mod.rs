@@ -43,6 +43,16 @@ impl ModelConfig {
             ModelConfig::Gpt2(_) => None,
         }
     }
+
+    /// Whether the 2-D variable `name` is used as `x · Wᵀ`. In a Llama every matrix is (linear
+    /// layers, and the embedding as the tied head); GPT-2's Conv1D weights are stored `[in, out]`
+    /// and applied untransposed, so only its token embedding (the tied head) is.
+    pub fn applies_transposed(&self, name: &str) -> bool {
+        match self {
+            ModelConfig::Llama(_) => true,
+            ModelConfig::Gpt2(_) => name == "transformer.wte.weight",
+        }
+    }
 }
 
 /// The inputs of one forward pass.
@@ -182,6 +192,13 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.forward_rows(input, rows),
             CausalLm::Gpt2(m) => m.forward_rows(input, rows),
+        }
+    }
+
+    /// Fuses projections that read the same input (Llama; GPT-2's are fused already).
+    pub fn fuse_projections(&mut self) {
+        if let CausalLm::Llama(m) = self {
+            m.fuse_projections();
         }
     }
 
