@@ -185,36 +185,68 @@ fn dtype_bits(dtype: &str) -> Option<u64> {
     })
 }
 
+/// Counts the parameters of a whole safetensors file held in memory, validating its header
+/// exactly as [`safetensors_parameter_count`] does (for files already read, and for fuzzing).
+pub fn safetensors_parameter_count_from_bytes(bytes: &[u8]) -> Result<u64> {
+    let path = Path::new("<memory>");
+    let file_len = bytes.len() as u64;
+    let n = header_length(path, bytes.get(..8), file_len)?;
+    let header = &bytes[8..8 + n as usize];
+    let parsed = parse_safetensors_header(path, header, file_len - 8 - n)?;
+    parsed
+        .tensors
+        .iter()
+        .try_fold(0u64, |sum, t| sum.checked_add(t.elements))
+        .ok_or(Error::ParameterOverflow)
+}
+
 /// Reads and validates the header of one safetensors file.
 fn read_safetensors_header(path: &Path) -> Result<SafetensorsHeader> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
+    let mut file = File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len_bytes = [0u8; 8];
+    let read = file.read_exact(&mut len_bytes).ok().map(|()| &len_bytes[..]);
+    let n = header_length(path, read, file_len)?;
+    // Bounded by the checks in `header_length`, so this cannot over-allocate.
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    parse_safetensors_header(path, &header, file_len - 8 - n)
+}
+
+/// The header length from the file's first 8 bytes, checked against the file and the limit.
+fn header_length(path: &Path, first8: Option<&[u8]>, file_len: u64) -> Result<u64> {
     let layout = |reason: String| Error::SafetensorsLayout {
         path: path.to_path_buf(),
         reason,
     };
-    let mut file = File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| layout(format!("file is {file_len} bytes, too short")))?;
-    let n = u64::from_le_bytes(len_bytes);
+    let first8: [u8; 8] = first8
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| layout(format!("file is {file_len} bytes, too short")))?;
+    let n = u64::from_le_bytes(first8);
     if n > MAX_SAFETENSORS_HEADER || n > file_len - 8 {
         return Err(layout(format!(
             "header length {n} exceeds the file ({file_len} bytes) or the limit"
         )));
     }
-    // Bounded by the checks above, so this cannot over-allocate.
-    let mut header = vec![0u8; n as usize];
-    file.read_exact(&mut header).map_err(io)?;
+    Ok(n)
+}
+
+/// Validates a header's JSON: known dtypes, offsets that match each shape and tile the
+/// `data_len` bytes of the data section exactly.
+fn parse_safetensors_header(path: &Path, header: &[u8], data_len: u64) -> Result<SafetensorsHeader> {
+    let layout = |reason: String| Error::SafetensorsLayout {
+        path: path.to_path_buf(),
+        reason,
+    };
     let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|source| Error::SafetensorsJson {
+        serde_json::from_slice(header).map_err(|source| Error::SafetensorsJson {
             path: path.to_path_buf(),
             source,
         })?;
-    let data_len = file_len - 8 - n;
 
     let mut tensors = Vec::with_capacity(raw.len());
     let mut ranges = Vec::with_capacity(raw.len());

@@ -131,16 +131,23 @@ impl GgufFile {
             data_offset,
             file_len,
         };
-        file.check_tensor_extents()?;
+        file.check_tensor_extents(alignment)?;
         Ok(file)
     }
 
-    fn check_tensor_extents(&self) -> Result<()> {
+    /// Every tensor's data must start on the alignment (as llama.cpp requires) and end inside the file.
+    fn check_tensor_extents(&self, alignment: u64) -> Result<()> {
         for t in &self.tensors {
             let bad = |reason: String| Error::BadTensor {
                 name: t.name.clone(),
                 reason,
             };
+            if t.offset % alignment != 0 {
+                return Err(bad(format!(
+                    "offset {} is not a multiple of the alignment {alignment}",
+                    t.offset
+                )));
+            }
             let end = self
                 .data_offset
                 .checked_add(t.offset)

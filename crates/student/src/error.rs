@@ -18,6 +18,14 @@ pub enum Error {
     /// A GGUF file could not be read.
     #[error(transparent)]
     Gguf(#[from] distill_gguf::Error),
+    /// A GGUF model file is malformed or lacks what loading needs.
+    #[error("{}: {error}", path.display())]
+    GgufFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (in the message, not chained, so it is printed once).
+        error: distill_gguf::Error,
+    },
     /// A tokenizer could not be built, loaded, saved or used.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::Error),

@@ -6,7 +6,7 @@ use std::path::Path;
 use distill_gguf::{GgufFile, TensorInfo};
 use tch::{Device, Kind, Tensor};
 
-use super::{LoadedModel, assign_weights};
+use super::{LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;
 
@@ -48,8 +48,20 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
 
 /// Loads a GGUF model onto `device` in f32.
 pub fn load_gguf(path: &Path, device: Device) -> Result<LoadedModel> {
+    load(path, device).map_err(|e| match e {
+        Error::Gguf(error) => Error::GgufFile {
+            path: path.into(),
+            error,
+        },
+        other => other,
+    })
+}
+
+fn load(path: &Path, device: Device) -> Result<LoadedModel> {
     let gguf = GgufFile::read_header(path)?;
     let config = llama_config(&gguf)?;
+    // Tensor sizes are checked against the file length, so this bounds what the model allocates.
+    check_config_fits(config.matrix_elements(), gguf.parameter_count(), path)?;
     let loaded = LoadedModel::new_llama(config, device, path.to_path_buf())?;
     let mut file = gguf.open()?;
     let config = loaded.llama_config("GGUF loading")?;

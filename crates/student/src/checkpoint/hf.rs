@@ -8,7 +8,7 @@ use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
-use super::{LoadedModel, assign_weights};
+use super::{LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
 use crate::model::{Gpt2Config, LlamaConfig, ModelConfig};
 
@@ -25,27 +25,32 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
         path: config_path.clone(),
         source,
     };
+    let files = weight_files(dir)?;
+    // Every loadable dtype takes at least a byte per element: the files' sizes bound the model.
+    let available = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
     let loaded = match model_type.as_str() {
         "llama" => {
             let config: LlamaConfig = serde_json::from_value(raw).map_err(parse_error)?;
+            check_config_fits(config.matrix_elements(), available, dir)?;
             LoadedModel::new_llama(config, device, dir.to_path_buf())?
         }
         "gpt2" => {
             let config: Gpt2Config = serde_json::from_value(raw).map_err(parse_error)?;
+            check_config_fits(config.matrix_elements(), available, dir)?;
             LoadedModel::new_gpt2(config, device, dir.to_path_buf())?
         }
         _ => return Err(Error::UnsupportedArchitecture(model_type)),
     };
-    let files = weight_files(dir)?;
-    let tensors = files
-        .iter()
-        .flat_map(|file| match Tensor::read_safetensors(file) {
-            Ok(named) => named
-                .into_iter()
-                .map(|(n, t)| Ok((n, t.to_kind(Kind::Float).to_device(device))))
-                .collect(),
-            Err(e) => vec![Err(Error::from(e))],
-        });
+    let tensors = files.iter().flat_map(|file| match read_tensors(file) {
+        Ok(named) => named
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.to_kind(Kind::Float).to_device(device))))
+            .collect(),
+        Err(e) => vec![Err(e)],
+    });
     // Tied checkpoints sometimes still carry a copy of the head; GPT-2 checkpoints may carry
     // their causal-mask buffers. Neither is a weight.
     let tied = match &loaded.config {
@@ -64,6 +69,52 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
         &[],
     )?;
     Ok(loaded)
+}
+
+/// Every tensor of one safetensors file, in its stored dtype. Parsed with the `safetensors`
+/// crate, which checks every offset and size against the file (the fuzz target
+/// `safetensors_header` exercises the same version).
+fn read_tensors(file: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(file).map_err(|source| Error::Io {
+        path: file.into(),
+        source,
+    })?;
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| Error::Safetensors {
+        path: file.into(),
+        source,
+    })?;
+    let mut tensors = Vec::with_capacity(parsed.len());
+    for (name, view) in parsed.tensors() {
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F64 => Kind::Double,
+            Dtype::I64 => Kind::Int64,
+            Dtype::I32 => Kind::Int,
+            Dtype::I16 => Kind::Int16,
+            Dtype::I8 => Kind::Int8,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::BOOL => Kind::Bool,
+            other => {
+                return Err(Error::Weights {
+                    path: file.into(),
+                    reason: format!("tensor `{name}` has dtype {other:?}, which cannot be loaded"),
+                });
+            }
+        };
+        let shape = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .map_err(|_| Error::Weights {
+                path: file.into(),
+                reason: format!("tensor `{name}` has a dimension beyond i64"),
+            })?;
+        tensors.push((name, Tensor::f_from_data_size(view.data(), &shape, kind)?));
+    }
+    Ok(tensors)
 }
 
 /// The safetensors files of a directory, from its index when sharded.

@@ -119,6 +119,22 @@ impl LoadedModel {
     }
 }
 
+/// Refuses a configuration whose weight matrices alone need more elements than the checkpoint's
+/// tensors hold (`available`), before any variable is allocated.
+pub(crate) fn check_config_fits(needed: Option<u64>, available: u64, source: &Path) -> Result<()> {
+    match needed {
+        Some(needed) if needed <= available => Ok(()),
+        needed => Err(Error::Weights {
+            path: source.into(),
+            reason: format!(
+                "the configuration needs {} weight elements but the checkpoint holds at most {available}",
+                needed.map_or("an overflowing or negative number of".to_string(), |n| n
+                    .to_string())
+            ),
+        }),
+    }
+}
+
 /// Copies named tensors into the store, checking that every variable is set exactly once
 /// with the right shape. `tensors` yields `(hf_name, tensor)`; unknown names are errors
 /// except those in `ignored`.

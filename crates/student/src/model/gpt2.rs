@@ -55,6 +55,18 @@ impl Gpt2Config {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 
+    /// Elements of the embedding and projection matrices (see
+    /// [`super::ModelConfig::matrix_elements`]); `None` on overflow.
+    pub fn matrix_elements(&self) -> Option<u64> {
+        let (e, layers) = (self.n_embd, self.n_layer);
+        super::checked_elements(&[
+            &[self.vocab_size, e],
+            &[self.n_positions, e],
+            &[layers, 4, e, e],
+            &[layers, 2, e, self.inner()],
+        ])
+    }
+
     /// Checks the shape arithmetic; returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [

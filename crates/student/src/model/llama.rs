@@ -119,6 +119,22 @@ impl LlamaConfig {
         self.rope_scaling.as_ref().or(self.rope_parameters.as_ref())
     }
 
+    /// Elements of the embedding, head and projection matrices (see
+    /// [`super::ModelConfig::matrix_elements`]); `None` on overflow.
+    pub fn matrix_elements(&self) -> Option<u64> {
+        let (h, i, layers) = (self.hidden_size, self.intermediate_size, self.num_hidden_layers);
+        let q = self.num_attention_heads.checked_mul(self.head_width())?;
+        let kv = self.kv_heads().checked_mul(self.head_width())?;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        super::checked_elements(&[
+            &[heads, self.vocab_size, h],
+            &[layers, h, q],
+            &[layers, 2, h, kv],
+            &[layers, q, h],
+            &[layers, 3, h, i],
+        ])
+    }
+
     /// Checks the shape arithmetic; returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [

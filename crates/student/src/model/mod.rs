@@ -44,6 +44,17 @@ impl ModelConfig {
         }
     }
 
+    /// Elements of the model's weight matrices (embeddings and projections), or `None` on
+    /// overflow. Every other variable is smaller than these, so a checkpoint whose tensors hold
+    /// fewer elements than this cannot be this model: loaders refuse it before allocating, so a
+    /// hostile config cannot make them reserve more memory than the file justifies.
+    pub fn matrix_elements(&self) -> Option<u64> {
+        match self {
+            ModelConfig::Llama(c) => c.matrix_elements(),
+            ModelConfig::Gpt2(c) => c.matrix_elements(),
+        }
+    }
+
     /// Whether the 2-D variable `name` is used as `x · Wᵀ`. In a Llama every matrix is (linear
     /// layers, and the embedding as the tied head); GPT-2's Conv1D weights are stored `[in, out]`
     /// and applied untransposed, so only its token embedding (the tied head) is.
@@ -225,6 +236,17 @@ impl CausalLm {
             CausalLm::Gpt2(m) => m.config().vocab_size,
         }
     }
+}
+
+/// `a · b` and sums of such products over non-negative dimensions, `None` on overflow or a
+/// negative dimension.
+pub(crate) fn checked_elements(products: &[&[i64]]) -> Option<u64> {
+    products.iter().try_fold(0u64, |sum, factors| {
+        let product = factors
+            .iter()
+            .try_fold(1u64, |acc, &f| acc.checked_mul(u64::try_from(f).ok()?))?;
+        sum.checked_add(product)
+    })
 }
 
 /// Floating-point precision for weights and activations.

@@ -1,0 +1,76 @@
+//! The malformed-checkpoint corpus (`tests/fixtures/malformed`, written by its script): each
+//! mutant of a tiny valid GGUF file and HF directory breaks one size, offset, count, type or
+//! config value. Loading one must fail with an error that names the file, never panic, and
+//! never allocate what the file cannot back; the valid originals load.
+
+use std::path::{Path, PathBuf};
+
+use distill_student::LoadedModel;
+use tch::Device;
+
+fn corpus(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/malformed")
+        .join(kind);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_none_or(|e| e != "py"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Loads every entry; returns (name, error message) of the failures, after checking that only
+/// `valid` loaded.
+fn load_all(kind: &str, valid: &str) -> Vec<(String, String)> {
+    let mut failures = Vec::new();
+    for path in corpus(kind) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let loaded = std::panic::catch_unwind(|| LoadedModel::load(&path, Device::Cpu))
+            .unwrap_or_else(|_| panic!("{name}: loading panicked"));
+        match loaded {
+            Ok(model) => assert_eq!(
+                name,
+                valid,
+                "{name} loaded ({} parameters)",
+                model.parameter_count()
+            ),
+            Err(e) => {
+                assert_ne!(name, valid, "the valid file failed: {e}");
+                let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                failures.push((name, chain));
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn malformed_gguf_files_fail_with_an_error_naming_the_file() {
+    let failures = load_all("gguf", "valid.gguf");
+    assert!(failures.len() >= 25, "only {} mutants", failures.len());
+    for (name, message) in &failures {
+        eprintln!("{name}: {message}");
+        assert!(
+            message.contains(name.as_str()),
+            "{name}: the error does not name the file: {message}"
+        );
+    }
+}
+
+#[test]
+fn malformed_safetensors_directories_fail_with_an_error_naming_the_directory() {
+    let failures = load_all("safetensors", "valid");
+    assert!(failures.len() >= 18, "only {} mutants", failures.len());
+    for (name, message) in &failures {
+        eprintln!("{name}: {message}");
+        assert!(
+            message.contains(&format!("/{name}")),
+            "{name}: the error does not name its path: {message}"
+        );
+    }
+}
