@@ -407,9 +407,7 @@ impl Attention {
             .reshape([batch, seq, self.heads * self.head_dim])
             .apply(&self.o_proj)
     }
-}
 
-impl Attention {
     /// Splits one fused projection `[batch, seq, (heads + 2 kv_heads) · head_dim]` into rotated
     /// `q`, `k` and plain `v` (`[batch, heads, seq, head_dim]`), rotating `q` and `k` together.
     fn fused_qkv(&self, qkv: &Tensor, cos: &Tensor, sin: &Tensor) -> (Tensor, Tensor, Tensor) {
