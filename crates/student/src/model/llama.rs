@@ -399,9 +399,20 @@ impl Attention {
             }
         };
         let (k, v) = super::extend_cache(cache, k, v);
+        let gqa = self.heads != self.kv_heads;
+        if gqa && seq == 1 && mask.is_none() {
+            // One new token that sees every key: the query heads sharing a KV head become rows
+            // of one query block against that head, instead of repeating K and V per query head.
+            let group = self.heads / self.kv_heads;
+            let q = q.reshape([batch, self.kv_heads, group, self.head_dim]);
+            let out =
+                Tensor::scaled_dot_product_attention(&q, &k, &v, None::<&Tensor>, 0.0, false, None, false);
+            return out
+                .reshape([batch, 1, self.heads * self.head_dim])
+                .apply(&self.o_proj);
+        }
         // Without a mask (one sequence, no cache) the kernel's own causal path is fastest.
         let causal = mask.is_none() && k.size()[2] == seq;
-        let gqa = self.heads != self.kv_heads;
         let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
         out.transpose(1, 2)
             .reshape([batch, seq, self.heads * self.head_dim])
