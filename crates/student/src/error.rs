@@ -41,22 +41,20 @@ pub enum Error {
         reason: String,
     },
     /// A JSON file that does not parse.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Json {
         /// The file.
         path: PathBuf,
-        /// The parse error.
-        #[source]
-        source: serde_json::Error,
+        /// The parse error (in the message and not chained, so it is printed once).
+        error: serde_json::Error,
     },
     /// A safetensors file that does not parse.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Safetensors {
         /// The file.
         path: PathBuf,
-        /// The parse error.
-        #[source]
-        source: safetensors::SafeTensorError,
+        /// The parse error (its message already includes its cause, so it is not chained).
+        error: safetensors::SafeTensorError,
     },
     /// A checkpoint that lacks tensors the model needs, or has the wrong shapes.
     #[error("{path}: {reason}")]

@@ -164,7 +164,7 @@ fn tokenizer_metadata(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<(S
     )
     .map_err(|source| Error::Json {
         path: "tokenizer.json".into(),
-        source,
+        error: source,
     })?;
     let model = &json["model"];
     if model["type"] != "BPE" {

@@ -23,7 +23,7 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
         .to_string();
     let parse_error = |source| Error::Json {
         path: config_path.clone(),
-        source,
+        error: source,
     };
     let files = weight_files(dir)?;
     // Every loadable dtype takes at least a byte per element: the files' sizes bound the model.
@@ -81,7 +81,7 @@ fn read_tensors(file: &Path) -> Result<Vec<(String, Tensor)>> {
     })?;
     let parsed = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| Error::Safetensors {
         path: file.into(),
-        source,
+        error: source,
     })?;
     let mut tensors = Vec::with_capacity(parsed.len());
     for (name, view) in parsed.tensors() {
@@ -170,7 +170,7 @@ fn read_json(path: &Path) -> Result<Value> {
     })?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.into(),
-        source,
+        error: source,
     })
 }
 
@@ -241,7 +241,7 @@ pub fn write_safetensors(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     )]));
     let bytes = safetensors::serialize(views, metadata).map_err(|source| Error::Safetensors {
         path: path.into(),
-        source,
+        error: source,
     })?;
     write_atomic(path, &bytes)
 }

@@ -104,7 +104,7 @@ fn download(id: &str, options: &HubOptions) -> Result<PathBuf> {
             })?;
             let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
                 path: index.clone(),
-                source,
+                error: source,
             })?;
             let mut shards: Vec<&str> = json["weight_map"]
                 .as_object()
