@@ -99,14 +99,15 @@ impl LoadedModel {
         if self.vs.device() != Device::Cpu {
             return;
         }
+        // Fusing writes its stacked matrices column-major already; the loop skips those views.
+        self.model.fuse_projections();
         let _guard = tch::no_grad_guard();
         for (name, mut var) in self.vs.variables() {
-            if var.dim() == 2 && self.config.applies_transposed(&name) {
-                let column_major = var.tr().contiguous().tr();
-                var.set_data(&column_major);
+            let row_major_matrix = var.dim() == 2 && var.stride()[0] != 1;
+            if row_major_matrix && self.config.applies_transposed(&name) {
+                var.set_data(&var.tr().contiguous().tr());
             }
         }
-        self.model.fuse_projections();
     }
 
     /// Total number of parameters.

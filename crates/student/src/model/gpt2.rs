@@ -55,8 +55,9 @@ impl Gpt2Config {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 
-    /// Elements of the embedding and projection matrices (see
-    /// [`super::ModelConfig::matrix_elements`]); `None` on overflow.
+    /// Elements of the embedding and projection matrices, `None` on overflow. Every other
+    /// variable is smaller, so loaders refuse a checkpoint holding fewer elements than this
+    /// before allocating: a hostile config cannot reserve more memory than the file justifies.
     pub fn matrix_elements(&self) -> Option<u64> {
         let (e, layers) = (self.n_embd, self.n_layer);
         super::checked_elements(&[

@@ -119,8 +119,9 @@ impl LlamaConfig {
         self.rope_scaling.as_ref().or(self.rope_parameters.as_ref())
     }
 
-    /// Elements of the embedding, head and projection matrices (see
-    /// [`super::ModelConfig::matrix_elements`]); `None` on overflow.
+    /// Elements of the embedding, head and projection matrices, `None` on overflow. Every other
+    /// variable is smaller, so loaders refuse a checkpoint holding fewer elements than this
+    /// before allocating: a hostile config cannot reserve more memory than the file justifies.
     pub fn matrix_elements(&self) -> Option<u64> {
         let (h, i, layers) = (self.hidden_size, self.intermediate_size, self.num_hidden_layers);
         let q = self.num_attention_heads.checked_mul(self.head_width())?;

@@ -44,17 +44,6 @@ impl ModelConfig {
         }
     }
 
-    /// Elements of the model's weight matrices (embeddings and projections), or `None` on
-    /// overflow. Every other variable is smaller than these, so a checkpoint whose tensors hold
-    /// fewer elements than this cannot be this model: loaders refuse it before allocating, so a
-    /// hostile config cannot make them reserve more memory than the file justifies.
-    pub fn matrix_elements(&self) -> Option<u64> {
-        match self {
-            ModelConfig::Llama(c) => c.matrix_elements(),
-            ModelConfig::Gpt2(c) => c.matrix_elements(),
-        }
-    }
-
     /// Whether the 2-D variable `name` is used as `x · Wᵀ`. In a Llama every matrix is (linear
     /// layers, and the embedding as the tied head); GPT-2's Conv1D weights are stored `[in, out]`
     /// and applied untransposed, so only its token embedding (the tied head) is.
