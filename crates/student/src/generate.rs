@@ -81,17 +81,23 @@ pub fn generate(
     let mut cache = KvCache::new(model.layer_count());
     let mut outputs = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
+    let mut decoder: Option<crate::model::LlamaDecoder<'_>> = None;
     let mut threads = None;
 
     for step in 0..config.max_new_tokens {
-        if step == 1 && batch == 1 && device == Device::Cpu {
-            threads = Some(SingleThreaded::enter());
-        }
-        let forward = ForwardInput {
-            input_ids: &input,
-            attention_mask: attention.as_ref(),
+        let logits = match decoder.as_mut() {
+            Some(decoder) => {
+                let token = outputs[0].last().copied().expect("a token was chosen");
+                Tensor::from_slice(decoder.step(token)).unsqueeze(0)
+            }
+            None => {
+                let forward = ForwardInput {
+                    input_ids: &input,
+                    attention_mask: attention.as_ref(),
+                };
+                model.forward(&forward, Some(&mut cache)).select(1, -1)
+            }
         };
-        let logits = model.forward(&forward, Some(&mut cache)).select(1, -1);
         let next = pick(&logits, config);
         let chosen = Vec::<i64>::try_from(&next)?;
         for (row, &token) in chosen.iter().enumerate() {
@@ -107,6 +113,14 @@ pub fn generate(
         }
         if done.iter().all(|&d| d) {
             break;
+        }
+        if step == 0 && batch == 1 {
+            // After the prefill, one sequence continues on the model's own CPU decoder where it
+            // has one, else on libtorch with one intra-op thread.
+            decoder = model.cpu_decoder(&cache, width + config.max_new_tokens);
+            if decoder.is_none() && device == Device::Cpu {
+                threads = Some(SingleThreaded::enter());
+            }
         }
         input = next.unsqueeze(1);
         attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));

@@ -85,13 +85,14 @@ impl LoadedModel {
         }
     }
 
-    /// Readies the weights for generation: casts them to `precision`, and on a CPU stores every
-    /// matrix the network applies transposed (`x · Wᵀ`: linear layers, a tied output head)
-    /// column-major. Batch-1 decoding is a chain of memory-bound matrix-vector products, and
-    /// libtorch reads a row-major `Wᵀ` at about half the bandwidth of a column-major one
-    /// (docs/benchmarks.md). Projections that read the same input are fused
-    /// ([`CausalLm::fuse_projections`]). Names, shapes, values and saved files are unchanged;
-    /// only the strides differ, and large-batch matrix products are as fast either way.
+    /// Readies the weights for generation: casts them to `precision` and, on a CPU, fuses the
+    /// projections that read the same input ([`CausalLm::fuse_projections`]). Decoding one
+    /// sequence is a chain of memory-bound matrix-vector products. A Llama in f32 decodes
+    /// through its own kernels, which read row-major weights; every other CPU model decodes
+    /// through libtorch, which reads a row-major `Wᵀ` at about half the bandwidth of a
+    /// column-major one (docs/benchmarks.md), so there the matrices applied transposed (`x · Wᵀ`:
+    /// linear layers, a tied output head) are stored column-major. Names, shapes, values and
+    /// saved files are unchanged; only the strides differ.
     pub fn prepare_for_generation(&mut self, precision: Precision) {
         if precision.kind() != Kind::Float {
             self.vs.set_kind(precision.kind());
@@ -99,8 +100,12 @@ impl LoadedModel {
         if self.vs.device() != Device::Cpu {
             return;
         }
+        if matches!(self.model, CausalLm::Llama(_)) && precision == Precision::F32 {
+            self.model.fuse_projections(false);
+            return;
+        }
         // Fusing writes its stacked matrices column-major already; the loop skips those views.
-        self.model.fuse_projections();
+        self.model.fuse_projections(true);
         let _guard = tch::no_grad_guard();
         for (name, mut var) in self.vs.variables() {
             let row_major_matrix = var.dim() == 2 && var.stride()[0] != 1;

@@ -11,6 +11,9 @@ use tch::{Kind, Tensor, nn};
 
 use super::{ForwardInput, KvCache};
 
+mod decode;
+pub(crate) use decode::LlamaDecoder;
+
 /// `config.json` as transformers writes it for `LlamaForCausalLM` (4.x and 5.x).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LlamaConfig {
@@ -256,14 +259,15 @@ impl Llama {
         &self.config
     }
 
-    /// Stacks each block's q/k/v and gate/up projections into one matrix apiece, laid out
-    /// column-major: generation then runs two matrix-vector products where it ran five, which
-    /// reads the same weights faster. The variables become views of the stacked matrices, so
-    /// nothing is stored twice; call it after the weights are loaded and cast.
-    pub fn fuse_projections(&mut self) {
+    /// Stacks each block's q/k/v and gate/up projections into one matrix apiece (row-major, or
+    /// column-major for libtorch's matrix-vector products): generation then runs two products
+    /// where it ran five, which reads the same weights faster. The variables become views of
+    /// the stacked matrices, so nothing is stored twice; call it after the weights are loaded
+    /// and cast.
+    pub fn fuse_projections(&mut self, column_major: bool) {
         for layer in &mut self.layers {
-            layer.self_attn.fuse();
-            layer.mlp.fuse();
+            layer.self_attn.fuse(column_major);
+            layer.mlp.fuse(column_major);
         }
     }
 
@@ -435,18 +439,24 @@ impl Attention {
         (q, k, v)
     }
 
-    fn fuse(&mut self) {
-        self.qkv = Some(fuse_linears(&[&self.q_proj, &self.k_proj, &self.v_proj]));
+    fn fuse(&mut self, column_major: bool) {
+        self.qkv = Some(fuse_linears(
+            &[&self.q_proj, &self.k_proj, &self.v_proj],
+            column_major,
+        ));
     }
 }
 
-/// Stacks linear layers that read the same input into one column-major matrix (and bias), and
-/// re-points each layer's variables at their rows of it, so the weights are stored once and
-/// stay shared with the variable store.
-fn fuse_linears(parts: &[&nn::Linear]) -> (Tensor, Option<Tensor>) {
+/// Stacks linear layers that read the same input into one matrix (and bias), and re-points each
+/// layer's variables at their rows of it, so the weights are stored once and stay shared with
+/// the variable store.
+fn fuse_linears(parts: &[&nn::Linear], column_major: bool) -> (Tensor, Option<Tensor>) {
     let _guard = tch::no_grad_guard();
     let weights: Vec<&Tensor> = parts.iter().map(|p| &p.ws).collect();
-    let weight = Tensor::cat(&weights, 0).tr().contiguous().tr();
+    let mut weight = Tensor::cat(&weights, 0);
+    if column_major {
+        weight = weight.tr().contiguous().tr();
+    }
     let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bs.as_ref()).collect();
     let bias = biases.map(|b| Tensor::cat(&b, 0));
     let mut offset = 0;
@@ -492,8 +502,8 @@ impl Mlp {
 }
 
 impl Mlp {
-    fn fuse(&mut self) {
-        self.gate_up = Some(fuse_linears(&[&self.gate_proj, &self.up_proj]));
+    fn fuse(&mut self, column_major: bool) {
+        self.gate_up = Some(fuse_linears(&[&self.gate_proj, &self.up_proj], column_major));
     }
 }
 

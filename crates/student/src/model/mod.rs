@@ -6,6 +6,7 @@ pub mod llama;
 use tch::{Device, Kind, Tensor};
 
 pub use gpt2::{Gpt2, Gpt2Config};
+pub(crate) use llama::LlamaDecoder;
 pub use llama::{Llama, LlamaConfig};
 
 /// The configuration of a model of any supported architecture, as its `config.json` holds it.
@@ -195,10 +196,21 @@ impl CausalLm {
         }
     }
 
-    /// Fuses projections that read the same input (Llama; GPT-2's are fused already).
-    pub fn fuse_projections(&mut self) {
+    /// Fuses projections that read the same input (Llama; GPT-2's are fused already), storing
+    /// the fused matrices row-major or column-major.
+    pub fn fuse_projections(&mut self, column_major: bool) {
         if let CausalLm::Llama(m) = self {
-            m.fuse_projections();
+            m.fuse_projections(column_major);
+        }
+    }
+
+    /// A decoder that continues the one sequence held in `cache` without libtorch, where the
+    /// model supports it (a Llama in f32 on the CPU with row-major weights); `capacity` is the
+    /// expected final length.
+    pub(crate) fn cpu_decoder(&self, cache: &KvCache, capacity: usize) -> Option<LlamaDecoder<'_>> {
+        match self {
+            CausalLm::Llama(m) => LlamaDecoder::new(m, cache, capacity),
+            CausalLm::Gpt2(_) => None,
         }
     }
 

@@ -1,0 +1,291 @@
+//! f32 CPU kernels for decoding one sequence: matrix-vector products split across the threads
+//! of the current rayon pool, and the small vector operations between them.
+//!
+//! Decoding one token reads every weight once, so it is bound by memory bandwidth, and a
+//! libtorch op costs microseconds of dispatch whatever its size. These kernels read row-major
+//! matrices front to back, one row at a time (one sequential stream per thread, which reads
+//! fastest on the machines measured in docs/benchmarks.md), and write into buffers the caller
+//! allocates once. Call them inside `ThreadPool::install` to choose the threads.
+
+use rayon::prelude::*;
+
+/// `y[r] = w[r, :] · x` for a row-major `w` of `y.len()` rows and `x.len()` columns, split into
+/// row blocks across the current rayon pool.
+pub fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
+    let cols = x.len();
+    assert_eq!(w.len(), y.len() * cols, "matrix is not rows × cols");
+    // Blocks small enough to balance two busy threads, large enough that scheduling is noise.
+    let threads = rayon::current_num_threads().max(1);
+    let block = y.len().div_ceil(threads * 4).max(64);
+    y.par_chunks_mut(block)
+        .zip(w.par_chunks(block * cols))
+        .for_each(|(ys, ws)| matvec_serial(ws, x, ys));
+}
+
+/// [`matvec`] on the calling thread.
+fn matvec_serial(w: &[f32], x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { avx2::matvec(w, x, y) };
+        return;
+    }
+    for (row, out) in w.chunks_exact(x.len()).zip(y.iter_mut()) {
+        *out = dot_portable(row, x);
+    }
+}
+
+/// `a · b`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { avx2::dot(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+/// A dot product with eight independent partial sums, which the compiler can vectorise.
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut sums = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            sums[i] += x[i] * y[i];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
+        for (row, out) in w.chunks_exact(x.len()).zip(y.iter_mut()) {
+            *out = dot(row, x);
+        }
+    }
+
+    /// Four 8-lane accumulators hide the latency of the fused multiply-adds.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at an offset below `n - 7` of both slices.
+        unsafe {
+            while i + 32 <= n {
+                for (k, sum) in acc.iter_mut().enumerate() {
+                    let (x, y) = (pa.add(i + 8 * k), pb.add(i + 8 * k));
+                    *sum = _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(y), *sum);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let (x, y) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+                i += 8;
+            }
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        let total = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+        total + a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum::<f32>()
+    }
+}
+
+/// `out = weight ⊙ x / sqrt(mean(x²) + eps)`, as transformers' `LlamaRMSNorm` in f32.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_square = dot(x, x) / x.len() as f32;
+    let scale = 1.0 / (mean_square + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * scale);
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `out = silu(gate) ⊙ up`.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// Rotates each `head_dim`-wide head of `x` in place by the rotary angles whose `cos` and `sin`
+/// are given per frequency (`head_dim / 2` each): HF's `x · cos + rotate_half(x) · sin`.
+pub fn rotate_heads(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in x.chunks_exact_mut(2 * half) {
+        let (x1, x2) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (x1[i], x2[i]);
+            x1[i] = a * cos[i] - b * sin[i];
+            x2[i] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+/// Where a cache of keys and values keeps each head: position after position, `stride` floats
+/// apart, with KV head `g` at `g · head_dim` within a position.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLayout {
+    /// Cached positions.
+    pub len: usize,
+    /// Floats from one position to the next (`kv_heads · head_dim`).
+    pub stride: usize,
+    /// Floats per head.
+    pub head_dim: usize,
+}
+
+/// Grouped-query attention of one new position over a cache: query head `h` (of
+/// `q.len() / head_dim`) attends to KV head `h / (heads / kv_heads)`, and writes
+/// `softmax(K q / sqrt(head_dim)) V` to its `head_dim` floats of `out`. `scores` is scratch of
+/// at least `heads · len` floats. Heads run in parallel on the current rayon pool.
+pub fn attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    layout: CacheLayout,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let CacheLayout {
+        len,
+        stride,
+        head_dim,
+    } = layout;
+    let heads = q.len() / head_dim;
+    let group = heads / (stride / head_dim);
+    out.par_chunks_mut(head_dim)
+        .zip(scores[..heads * len].par_chunks_mut(len))
+        .enumerate()
+        .with_min_len(heads.div_ceil(rayon::current_num_threads()))
+        .for_each(|(head, (out, scores))| {
+            let query = &q[head * head_dim..(head + 1) * head_dim];
+            let offset = (head / group) * head_dim;
+            attend(query, (keys, values), (len, stride, offset), scores, out);
+        });
+}
+
+/// Attention of one query head over `len` cached positions, each head's keys and values at
+/// `offset` within positions `stride` floats apart.
+fn attend(
+    q: &[f32],
+    cache: (&[f32], &[f32]),
+    layout: (usize, usize, usize),
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (keys, values) = cache;
+    let (len, stride, offset) = layout;
+    let width = q.len();
+    let scale = 1.0 / (width as f32).sqrt();
+    let scores = &mut scores[..len];
+    for (t, s) in scores.iter_mut().enumerate() {
+        let at = t * stride + offset;
+        *s = dot(q, &keys[at..at + width]) * scale;
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let at = t * stride + offset;
+        let weight = p / total;
+        for (o, &v) in out.iter_mut().zip(&values[at..at + width]) {
+            *o += weight * v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn dot_and_matvec_agree_with_f64_sums_for_every_tail_length() {
+        for cols in [1, 7, 8, 31, 32, 33, 64, 100, 576] {
+            let x = values(cols, 1);
+            let w = values(cols * 70, 2);
+            let mut y = vec![0.0; 70];
+            matvec(&w, &x, &mut y);
+            for (r, &got) in y.iter().enumerate() {
+                let want = naive_dot(&w[r * cols..(r + 1) * cols], &x);
+                assert!((f64::from(got) - want).abs() <= 1e-4, "cols {cols} row {r}");
+                assert!((f64::from(dot_portable(&w[r * cols..(r + 1) * cols], &x)) - want).abs() <= 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_splits_large_outputs_across_threads() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (rows, cols) = (1000, 48);
+        let (w, x) = (values(rows * cols, 3), values(cols, 4));
+        let mut y = vec![f32::NAN; rows];
+        pool.install(|| matvec(&w, &x, &mut y));
+        for (r, &got) in y.iter().enumerate() {
+            let want = naive_dot(&w[r * cols..(r + 1) * cols], &x);
+            assert!((f64::from(got) - want).abs() <= 1e-4, "row {r}");
+        }
+    }
+
+    #[test]
+    fn attention_weights_each_position_by_its_softmax_score() {
+        // Two positions, two KV heads of width 2, four query heads: heads 2 and 3 read KV head 1.
+        let keys = [9.0, 9.0, 1.0, 0.0, 9.0, 9.0, 0.0, 1.0];
+        let values = [9.0, 9.0, 10.0, 0.0, 9.0, 9.0, 0.0, 20.0];
+        let ln3 = 2.0f32.sqrt() * 3.0_f32.ln();
+        let q = [0.0, 0.0, 0.0, 0.0, ln3, 0.0, 0.0, ln3];
+        let layout = CacheLayout {
+            len: 2,
+            stride: 4,
+            head_dim: 2,
+        };
+        let mut out = [0.0; 8];
+        attention(&q, &keys, &values, layout, &mut [0.0; 8], &mut out);
+        // Head 2 scores ln 3 and 0 (weights 3/4, 1/4); head 3 the reverse.
+        let want = [7.5, 5.0, 2.5, 15.0];
+        for (got, want) in out[4..].iter().zip(want) {
+            assert!((got - want).abs() < 1e-5, "{out:?}");
+        }
+        // Heads 0 and 1 read KV head 0 (values 9, 9 at both positions) with equal scores.
+        assert!(out[..4].iter().all(|v| (v - 9.0).abs() < 1e-5), "{out:?}");
+    }
+
+    #[test]
+    fn rotation_by_a_quarter_turn_swaps_the_halves() {
+        let mut x = [1.0, 2.0, 3.0, 4.0];
+        rotate_heads(&mut x, &[0.0, 1.0], &[1.0, 0.0]);
+        assert_eq!(x, [-3.0, 2.0, 1.0, 4.0]);
+    }
+}
