@@ -116,9 +116,10 @@ pub fn generate(
         }
         if step == 0 && batch == 1 {
             // After the prefill, one sequence continues on the model's own CPU decoder where it
-            // has one, else on libtorch with one intra-op thread.
+            // has one (sized to libtorch's threads), else on libtorch; either way libtorch's
+            // remaining ops get one thread.
             decoder = model.cpu_decoder(&cache, width + config.max_new_tokens);
-            if decoder.is_none() && device == Device::Cpu {
+            if device == Device::Cpu {
                 threads = Some(SingleThreaded::enter());
             }
         }
@@ -130,9 +131,11 @@ pub fn generate(
 }
 
 /// Runs libtorch on one intra-op thread until dropped. Decoding one sequence is a chain of
-/// small, memory-bound matrix-vector products: one core nearly saturates memory bandwidth, and
-/// splitting each product over OpenMP threads costs more in barriers than it gains (measured
-/// in docs/benchmarks.md). The prompt's prefill, a real matrix product, keeps every thread.
+/// small, memory-bound matrix-vector products: on libtorch, splitting each over OpenMP threads
+/// costs more in barriers than it gains; beside the model's own decoder, libtorch's few
+/// remaining ops per token (picking the token) would wake OpenMP threads that then spin on the
+/// core the decoder's second thread needs (measured in docs/benchmarks.md). The prompt's
+/// prefill, a real matrix product, keeps every thread.
 struct SingleThreaded {
     previous: i32,
 }
