@@ -24,3 +24,8 @@ pub use error::{Error, Result};
 pub use reader::{GgufFile, TensorInfo};
 pub use types::{GgmlType, Value};
 pub use writer::{TensorData, write_gguf};
+
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -6,6 +6,7 @@
 //! matrices front to back, one row at a time (one sequential stream per thread, which reads
 //! fastest on the machines measured in docs/benchmarks.md), and write into buffers the caller
 //! allocates once. Call them inside `ThreadPool::install` to choose the threads.
+#![warn(missing_docs)]
 
 use rayon::prelude::*;
 

@@ -20,6 +20,11 @@ pub use model::{CausalLm, ForwardInput, KvCache, LlamaConfig, Precision};
 pub use pretrained::{Pretrained, Reply};
 pub use tch;
 
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Facts about the libtorch this crate was linked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
