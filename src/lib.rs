@@ -18,3 +18,44 @@ pub use distill_data as data;
 pub use distill_eval as eval;
 pub use distill_student as student;
 pub use distill_teacher as teacher;
+
+/// An error and its causes on one line, joined by `: `, as a command line reports them. A
+/// cause whose text the line already holds is left out: several of the workspace's errors put
+/// their cause in their own message and also return it from `source()`.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let data = distill_data::Error::Io {
+            path: "d.jsonl".into(),
+            source: io(),
+        };
+        assert_eq!(error_line(&data), "d.jsonl: no such file");
+        let context = anyhow::Error::new(data).context("reading the dataset");
+        assert_eq!(
+            error_line(context.as_ref()),
+            "reading the dataset: d.jsonl: no such file"
+        );
+        let chained = anyhow::Error::new(io()).context("opening d.jsonl");
+        assert_eq!(error_line(chained.as_ref()), "opening d.jsonl: no such file");
+    }
+}

@@ -50,8 +50,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // One line of cause plus context, walking the error chain.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", distill::error_line(error.as_ref()));
             ExitCode::FAILURE
         }
     }
