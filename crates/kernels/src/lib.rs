@@ -114,6 +114,26 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// `out = weight ⊙ (x − mean(x)) / sqrt(var(x) + eps) + bias`, as `torch.nn.LayerNorm`.
+pub fn layer_norm(x: &[f32], (weight, bias): (&[f32], &[f32]), eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let variance = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let scale = 1.0 / (variance + eps).sqrt();
+    for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+        *o = (v - mean) * scale * w + b;
+    }
+}
+
+/// GELU with the tanh approximation (GPT-2's `gelu_new`), in place.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for v in x {
+        let inner = SQRT_2_OVER_PI * (*v + 0.044_715 * *v * *v * *v);
+        *v = 0.5 * *v * (1.0 + inner.tanh());
+    }
+}
+
 /// `x += y`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
@@ -281,6 +301,33 @@ mod tests {
         }
         // Heads 0 and 1 read KV head 0 (values 9, 9 at both positions) with equal scores.
         assert!(out[..4].iter().all(|v| (v - 9.0).abs() < 1e-5), "{out:?}");
+    }
+
+    #[test]
+    fn layer_norm_centres_scales_and_shifts() {
+        let mut out = [0.0; 4];
+        layer_norm(
+            &[1.0, 2.0, 3.0, 4.0],
+            (&[1.0, 1.0, 2.0, 2.0], &[0.0, 0.0, 0.0, 1.0]),
+            0.0,
+            &mut out,
+        );
+        let unit = 1.0 / 1.25f32.sqrt();
+        let want = [-1.5 * unit, -0.5 * unit, 2.0 * 0.5 * unit, 2.0 * 1.5 * unit + 1.0];
+        for (got, want) in out.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        let mut x = [0.0, 1.0, -1.0, 3.0];
+        gelu_tanh(&mut x);
+        // torch.nn.functional.gelu(torch.tensor([0., 1., -1., 3.]), approximate="tanh")
+        let want = [0.0, 0.841_192, -0.158_808, 2.996_363];
+        for (got, want) in x.iter().zip(want) {
+            assert!((got - want).abs() < 1e-5, "{x:?}");
+        }
     }
 
     #[test]

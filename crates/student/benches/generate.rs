@@ -1,6 +1,8 @@
-//! Generation speed: batch 1, greedy, 128 new tokens, fp32 on the CPU, for SmolLM2-135M and
-//! a 6-layer student made from it (layers 0, 5, …, 25). The transformers side of the
-//! comparison is `benches/generate_peer.py`, run in the same session (see docs/benchmarks.md).
+//! Generation speed: batch 1, greedy, 128 new tokens, fp32 on the CPU, for SmolLM2-135M, a
+//! 6-layer student made from it (layers 0, 5, …, 25), and a randomly initialised GPT-2 of
+//! distilgpt2's shape (the Hub is offline; speed does not depend on the values). The
+//! transformers side of the comparison is `benches/generate_peer.py`, run in the same session
+//! (see docs/benchmarks.md).
 
 #[path = "../../gguf/tests/support/assets.rs"]
 mod assets;
@@ -8,6 +10,7 @@ mod assets;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use distill_student::model::Gpt2Config;
 use distill_student::shrink::{evenly_spaced_layers, select_layers};
 use distill_student::{GenerationConfig, LoadedModel, Precision, generate};
 use tch::Device;
@@ -25,6 +28,8 @@ fn bench_generation(c: &mut Criterion) {
     let mut student = select_layers(&teacher, &layers).unwrap();
     teacher.prepare_for_generation(Precision::F32);
     student.prepare_for_generation(Precision::F32);
+    let mut distilgpt2 = distilgpt2_shaped();
+    distilgpt2.prepare_for_generation(Precision::F32);
     // No stop tokens: always exactly NEW_TOKENS, as the peer forces with min_new_tokens.
     let config = GenerationConfig {
         max_new_tokens: NEW_TOKENS,
@@ -33,7 +38,12 @@ fn bench_generation(c: &mut Criterion) {
     let mut group = c.benchmark_group("generate_greedy_128");
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(NEW_TOKENS as u64));
-    for (name, model) in [("smollm2_135m", &teacher), ("student_6_layers", &student)] {
+    let models = [
+        ("smollm2_135m", &teacher),
+        ("student_6_layers", &student),
+        ("distilgpt2_shape", &distilgpt2),
+    ];
+    for (name, model) in models {
         group.bench_function(name, |b| {
             b.iter(|| generate(&model.model, &[prompt()], &config, &mut |_, _| {}).unwrap())
         });
@@ -52,6 +62,19 @@ fn bench_generation(c: &mut Criterion) {
         })
     });
     prefill.finish();
+}
+
+/// distilgpt2's configuration (6 layers, 768 wide, 12 heads, 50,257 tokens), initialised as
+/// transformers initialises GPT-2 (N(0, 0.02)).
+fn distilgpt2_shaped() -> LoadedModel {
+    let config: Gpt2Config = serde_json::from_value(serde_json::json!({
+        "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 6, "n_head": 12,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+    }))
+    .unwrap();
+    let model = LoadedModel::new_gpt2(config, Device::Cpu, "distilgpt2-shape".into()).unwrap();
+    distill_student::shrink::init_like_transformers(&model.vs, 0.02);
+    model
 }
 
 criterion_group!(benches, bench_generation);

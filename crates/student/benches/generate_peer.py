@@ -2,13 +2,14 @@
 
     .venv/bin/python crates/student/benches/generate_peer.py [GGUF]
 
-Prints tokens/s for SmolLM2-135M and its 6-layer student (layers 0, 5, ..., 25), the median
-of 5 timed runs after a warm-up, with the same 32-token prompt as the Rust bench.
+Prints tokens/s for SmolLM2-135M, its 6-layer student (layers 0, 5, ..., 25) and a randomly
+initialised GPT-2 of distilgpt2's shape, the median of 5 timed runs after a warm-up, with the
+same 32-token prompt as the Rust bench.
 """
 import os, statistics, sys, time
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 torch.set_num_threads(int(os.environ.get("THREADS", torch.get_num_threads())))
 home = os.environ.get("DISTILL_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "distill")
@@ -20,8 +21,11 @@ for i, layer in enumerate(student.model.layers):
     layer.self_attn.layer_idx = i
 student.config.num_hidden_layers = 6
 
+torch.manual_seed(0)
+distilgpt2 = GPT2LMHeadModel(GPT2Config(n_layer=6, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)).eval()
+
 ids = torch.tensor([[100 + 37 * i for i in range(32)]])
-for name, model in [("smollm2_135m", teacher), ("student_6_layers", student)]:
+for name, model in [("smollm2_135m", teacher), ("student_6_layers", student), ("distilgpt2_shape", distilgpt2)]:
     def run():
         with torch.no_grad():
             return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128,

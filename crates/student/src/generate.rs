@@ -59,13 +59,19 @@ pub fn generate(
     if prompts.iter().any(Vec::is_empty) {
         return Err(Error::Input("a prompt has no tokens".into()));
     }
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let positions = model.max_positions().unwrap_or(usize::MAX);
+    if width > positions {
+        return Err(Error::Input(format!(
+            "a prompt of {width} tokens is longer than the model's {positions} positions"
+        )));
+    }
     let _guard = tch::no_grad_guard();
     if config.temperature > 0.0 {
         tch::manual_seed(config.seed);
     }
     let device = model.device();
     let batch = prompts.len();
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let padded = batch > 1 && prompts.iter().any(|p| p.len() != width);
 
     let mut ids = Vec::with_capacity(batch * width);
@@ -81,10 +87,15 @@ pub fn generate(
     let mut cache = KvCache::new(model.layer_count());
     let mut outputs = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
-    let mut decoder: Option<crate::model::LlamaDecoder<'_>> = None;
+    let mut decoder: Option<crate::model::CpuDecoder<'_>> = None;
     let mut threads = None;
 
     for step in 0..config.max_new_tokens {
+        if width + step > positions {
+            // The next token would need a position the model does not have: stop as at the
+            // token limit.
+            break;
+        }
         let logits = match decoder.as_mut() {
             Some(decoder) => {
                 let token = outputs[0].last().copied().expect("a token was chosen");

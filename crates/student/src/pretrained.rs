@@ -120,7 +120,8 @@ impl Pretrained {
             text: self.tokenizer.decode(&tokens, true)?,
             prompt_tokens: ids.len(),
             completion_tokens: new_tokens.len(),
-            stopped: new_tokens.len() < config.max_new_tokens,
+            stopped: new_tokens.len() < config.max_new_tokens
+                && self.model.model.max_positions() != Some(ids.len() + new_tokens.len()),
             first_token_seconds: first_token.unwrap_or_default(),
             total_seconds: started.elapsed().as_secs_f64(),
         })

@@ -85,13 +85,14 @@ impl LoadedModel {
         }
     }
 
-    /// Readies the weights for generation: casts them to `precision` and, on a CPU, fuses the
-    /// projections that read the same input ([`CausalLm::fuse_projections`]). Decoding one
-    /// sequence is a chain of memory-bound matrix-vector products. A Llama in f32 decodes
-    /// through its own kernels, which read row-major weights; every other CPU model decodes
-    /// through libtorch, which reads a row-major `Wᵀ` at about half the bandwidth of a
-    /// column-major one (docs/benchmarks.md), so there the matrices applied transposed (`x · Wᵀ`:
-    /// linear layers, a tied output head) are stored column-major. Names, shapes, values and
+    /// Readies the weights for generation: casts them to `precision` and, on a CPU, lays them
+    /// out for decoding one sequence, a chain of memory-bound matrix-vector products. In f32 the
+    /// model decodes on its own kernels (`model::decode`), which stream each output's weights
+    /// front to back: a Llama's `[out, in]` matrices already are, and its projections that read
+    /// the same input are fused ([`CausalLm::fuse_projections`]); GPT-2's `[in, out]` Conv1D
+    /// weights are stored column-major. In other precisions libtorch decodes, and reads a
+    /// row-major `Wᵀ` at about half the bandwidth of a column-major one (docs/benchmarks.md),
+    /// so the matrices applied as `x · Wᵀ` are stored column-major. Names, shapes, values and
     /// saved files are unchanged; only the strides differ.
     pub fn prepare_for_generation(&mut self, precision: Precision) {
         if precision.kind() != Kind::Float {
@@ -100,8 +101,11 @@ impl LoadedModel {
         if self.vs.device() != Device::Cpu {
             return;
         }
-        if matches!(self.model, CausalLm::Llama(_)) && precision == Precision::F32 {
-            self.model.fuse_projections(false);
+        if precision == Precision::F32 {
+            match &mut self.model {
+                CausalLm::Llama(m) => m.fuse_projections(false),
+                CausalLm::Gpt2(m) => m.store_projections_for_decoding(),
+            }
             return;
         }
         // Fusing writes its stacked matrices column-major already; the loop skips those views.

@@ -11,6 +11,9 @@ use tch::{Tensor, nn};
 
 use super::{ForwardInput, KvCache};
 
+mod decode;
+pub(crate) use decode::Gpt2Decoder;
+
 /// `config.json` as transformers writes it for `GPT2LMHeadModel`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gpt2Config {
@@ -135,6 +138,21 @@ impl Gpt2 {
     /// The device holding the weights.
     pub fn device(&self) -> tch::Device {
         self.wte.ws.device()
+    }
+
+    /// Stores each Conv1D weight (`[in, out]`) column-major, so that the rows of `[out, in]`
+    /// that one output reads are contiguous: the layout the CPU decoder's matrix-vector
+    /// products stream. Shapes, values and saved files are unchanged.
+    pub fn store_projections_for_decoding(&mut self) {
+        let _guard = tch::no_grad_guard();
+        for block in &self.blocks {
+            for conv in [&block.c_attn, &block.attn_proj, &block.c_fc, &block.mlp_proj] {
+                if conv.weight.stride()[0] != 1 {
+                    let column_major = conv.weight.tr().contiguous().tr();
+                    conv.weight.shallow_clone().set_data(&column_major);
+                }
+            }
+        }
     }
 
     /// Logits for every position, `[batch, seq, vocab]`. Appends to `cache` when given.

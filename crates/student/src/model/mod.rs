@@ -1,12 +1,13 @@
 //! Model architectures, their inputs and their key/value cache.
 
+mod decode;
 pub mod gpt2;
 pub mod llama;
 
 use tch::{Device, Kind, Tensor};
 
+pub(crate) use decode::CpuDecoder;
 pub use gpt2::{Gpt2, Gpt2Config};
-pub(crate) use llama::LlamaDecoder;
 pub use llama::{Llama, LlamaConfig};
 
 /// The configuration of a model of any supported architecture, as its `config.json` holds it.
@@ -205,12 +206,12 @@ impl CausalLm {
     }
 
     /// A decoder that continues the one sequence held in `cache` without libtorch, where the
-    /// model supports it (a Llama in f32 on the CPU with row-major weights); `capacity` is the
-    /// expected final length.
-    pub(crate) fn cpu_decoder(&self, cache: &KvCache, capacity: usize) -> Option<LlamaDecoder<'_>> {
+    /// model supports it (f32 on the CPU, laid out by `LoadedModel::prepare_for_generation`
+    /// for GPT-2); `capacity` is the expected final length.
+    pub(crate) fn cpu_decoder(&self, cache: &KvCache, capacity: usize) -> Option<CpuDecoder<'_>> {
         match self {
-            CausalLm::Llama(m) => LlamaDecoder::new(m, cache, capacity),
-            CausalLm::Gpt2(_) => None,
+            CausalLm::Llama(m) => llama::LlamaDecoder::new(m, cache, capacity).map(CpuDecoder::Llama),
+            CausalLm::Gpt2(m) => gpt2::Gpt2Decoder::new(m, cache, capacity).map(CpuDecoder::Gpt2),
         }
     }
 
@@ -219,6 +220,15 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.config().num_hidden_layers as usize,
             CausalLm::Gpt2(m) => m.config().n_layer as usize,
+        }
+    }
+
+    /// The most positions a sequence may have, for models with learned positions (GPT-2);
+    /// rotary positions (Llama) have no hard limit.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            CausalLm::Llama(_) => None,
+            CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).ok(),
         }
     }
 

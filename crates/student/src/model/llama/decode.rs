@@ -1,89 +1,31 @@
-//! Decoding one sequence of a Llama on the CPU in f32, token by token, without libtorch.
-//!
-//! A decode step reads every weight once and does little else, so it is bound by memory
-//! bandwidth; through libtorch it also pays ~1,500 op dispatches and allocations per token.
-//! Here a step is a fixed sequence of [`kernels`] over the model's own weight storage (borrowed,
-//! not copied) and preallocated buffers, with the matrix-vector products split across a small
-//! thread pool. The prompt's prefill stays on libtorch, whose matrix products are the right
-//! tool there; its key/value cache is taken over when decoding starts.
+//! One decode step of a Llama on the CPU in f32 (see `model::decode`).
 
 use rayon::ThreadPool;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
+use crate::model::decode::{Linear, Stacked, f32_elements, import_cache, thread_pool};
 use distill_kernels::{CacheLayout, add_assign, attention, matvec, rms_norm, rotate_heads, silu_mul};
 
-/// The elements of a contiguous f32 CPU tensor, borrowed for as long as the tensor.
-fn f32_elements(t: &Tensor) -> Option<&[f32]> {
-    if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
-        return None;
-    }
-    let len = t.numel();
-    if len == 0 {
-        return Some(&[]);
-    }
-    // SAFETY: a contiguous CPU f32 tensor holds `numel` initialised f32s from `data_ptr` (which
-    // includes the view's storage offset), and its storage lives as long as the handle `t`. The
-    // decoder only reads, and nothing writes the weights while a model is borrowed to decode.
-    Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) })
+/// A linear layer with HF's `[out, in]` weight.
+fn linear(layer: &nn::Linear) -> Option<Linear<'_>> {
+    Linear::new(f32_elements(&layer.ws)?, layer.ws.size()[0], layer.bs.as_ref())
 }
 
-/// A linear layer's weight (row-major `[rows, cols]`) and bias.
-struct Linear<'m> {
-    weight: &'m [f32],
-    bias: Option<&'m [f32]>,
-    rows: usize,
-}
-
-impl<'m> Linear<'m> {
-    fn new(weight: &'m Tensor, bias: Option<&'m Tensor>) -> Option<Self> {
-        let bias = match bias {
-            Some(b) => Some(f32_elements(b)?),
-            None => None,
-        };
-        Some(Self {
-            weight: f32_elements(weight)?,
-            bias,
-            rows: usize::try_from(weight.size()[0]).ok()?,
-        })
-    }
-
-    fn of(layer: &'m nn::Linear) -> Option<Self> {
-        Self::new(&layer.ws, layer.bs.as_ref())
-    }
-
-    /// `y = W x + b`.
-    fn apply(&self, x: &[f32], y: &mut [f32]) {
-        matvec(self.weight, x, y);
-        if let Some(bias) = self.bias {
-            add_assign(y, bias);
-        }
-    }
-}
-
-/// Linear layers that read the same input, their outputs written one after another: one fused
-/// matrix after [`Llama::fuse_projections`], the separate ones before.
-struct Stacked<'m>(Vec<Linear<'m>>);
-
-impl<'m> Stacked<'m> {
-    fn new(fused: &'m Option<(Tensor, Option<Tensor>)>, parts: &[&'m nn::Linear]) -> Option<Self> {
-        match fused {
-            Some((weight, bias)) => Some(Self(vec![Linear::new(weight, bias.as_ref())?])),
-            None => parts
-                .iter()
-                .map(|p| Linear::of(p))
-                .collect::<Option<_>>()
-                .map(Self),
-        }
-    }
-
-    fn apply(&self, x: &[f32], y: &mut [f32]) {
-        let mut at = 0;
-        for part in &self.0 {
-            part.apply(x, &mut y[at..at + part.rows]);
-            at += part.rows;
-        }
+/// One fused matrix after [`Llama::fuse_projections`], the separate layers before.
+fn stacked<'m>(fused: &'m Option<(Tensor, Option<Tensor>)>, parts: &[&'m nn::Linear]) -> Option<Stacked<'m>> {
+    match fused {
+        Some((weight, bias)) => Some(Stacked(vec![Linear::new(
+            f32_elements(weight)?,
+            weight.size()[0],
+            bias.as_ref(),
+        )?])),
+        None => parts
+            .iter()
+            .map(|p| linear(p))
+            .collect::<Option<_>>()
+            .map(Stacked),
     }
 }
 
@@ -114,11 +56,11 @@ impl<'m> Layer<'m> {
         } = &block.mlp;
         Some(Self {
             input_norm: f32_elements(&block.input_layernorm.weight)?,
-            qkv: Stacked::new(qkv, &[q_proj, k_proj, v_proj])?,
-            o: Linear::of(o_proj)?,
+            qkv: stacked(qkv, &[q_proj, k_proj, v_proj])?,
+            o: linear(o_proj)?,
             post_norm: f32_elements(&block.post_attention_layernorm.weight)?,
-            gate_up: Stacked::new(gate_up, &[gate_proj, up_proj])?,
-            down: Linear::of(down_proj)?,
+            gate_up: stacked(gate_up, &[gate_proj, up_proj])?,
+            down: linear(down_proj)?,
         })
     }
 }
@@ -184,28 +126,13 @@ impl<'m> LlamaDecoder<'m> {
         let layers = model.layers.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
         let embed = f32_elements(&model.embed_tokens.ws)?;
         let head = match &model.lm_head {
-            Some(head) => Linear::of(head)?.weight,
+            Some(head) => linear(head)?.weight,
             None => embed,
         };
         let len = usize::try_from(cache.len()).ok()?;
-        let row = dims.kv_heads * dims.head_dim;
         let capacity = capacity.clamp(len, len.max(c.max_position_embeddings.max(0) as usize));
-        let cache = cache
-            .layers
-            .iter()
-            .map(|(k, v)| {
-                Some((
-                    cached_rows(k, len, row, capacity)?,
-                    cached_rows(v, len, row, capacity)?,
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("distill-decode-{i}"))
-            .build()
-            .ok()?;
+        let cache = import_cache(cache, dims.kv_heads * dims.head_dim, capacity)?;
+        let pool = thread_pool()?;
         let scratch = Scratch {
             x: vec![0.0; dims.hidden],
             normed: vec![0.0; dims.hidden],
@@ -271,20 +198,6 @@ impl<'m> LlamaDecoder<'m> {
         self.len += 1;
         &self.scratch.logits
     }
-}
-
-/// The rows of a cached `[1, kv_heads, len, head_dim]` tensor, position-major.
-fn cached_rows(t: &Tensor, len: usize, row: usize, capacity: usize) -> Option<Vec<f32>> {
-    if len == 0 {
-        return Some(Vec::with_capacity(capacity * row));
-    }
-    if t.size().first() != Some(&1) {
-        return None;
-    }
-    let rows = t.squeeze_dim(0).transpose(0, 1).to_kind(Kind::Float).contiguous();
-    let mut out = Vec::with_capacity(capacity * row);
-    out.extend_from_slice(f32_elements(&rows)?);
-    (out.len() == len * row).then_some(out)
 }
 
 /// `x += o_proj(attention(input_layernorm(x)))`, appending this position's key and value.

@@ -1,0 +1,125 @@
+//! Generation on the tiny fixture models: left-padded batches against one sequence at a time
+//! (libtorch's masked path against the CPU decoder), stop tokens, the streaming callback,
+//! sampling, and GPT-2's position limit.
+
+use std::path::Path;
+
+use distill_student::{GenerationConfig, LoadedModel, Precision, generate};
+use tch::Device;
+
+fn load(name: &str, prepared: bool) -> LoadedModel {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(name);
+    let mut model = LoadedModel::load(dir, Device::Cpu).unwrap();
+    if prepared {
+        model.prepare_for_generation(Precision::F32);
+    }
+    model
+}
+
+fn greedy(max_new_tokens: usize) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens,
+        ..Default::default()
+    }
+}
+
+fn run(model: &LoadedModel, prompts: &[Vec<i64>], config: &GenerationConfig) -> Vec<Vec<i64>> {
+    generate(&model.model, prompts, config, &mut |_, _| {}).unwrap()
+}
+
+const MODELS: [&str; 3] = ["tiny_llama_gqa", "tiny_llama_bias", "tiny_gpt2"];
+
+#[test]
+fn a_left_padded_batch_generates_what_each_prompt_does_alone() {
+    let prompts = vec![vec![5, 17, 42, 8, 60], vec![3, 9], vec![70, 71, 72]];
+    for name in MODELS {
+        for prepared in [false, true] {
+            let model = load(name, prepared);
+            let batch = run(&model, &prompts, &greedy(12));
+            for (prompt, together) in prompts.iter().zip(&batch) {
+                let alone = run(&model, std::slice::from_ref(prompt), &greedy(12));
+                assert_eq!(
+                    &alone[0], together,
+                    "{name} (prepared: {prepared}), prompt {prompt:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn generation_ends_before_a_stop_token_and_streams_every_token() {
+    for name in MODELS {
+        let model = load(name, true);
+        let prompt = vec![5, 17, 42, 8];
+        // Seeded sampling varies the tokens (the random models' greedy output repeats one);
+        // with the same seed, a run with a stop token draws the same tokens up to it.
+        let sampled = GenerationConfig {
+            temperature: 2.0,
+            seed: 3,
+            ..greedy(12)
+        };
+        let free = run(&model, std::slice::from_ref(&prompt), &sampled);
+        assert_eq!(free[0].len(), 12, "{name}");
+        // Stop at the latest first appearance of a token, so that many come out before it.
+        let cut = (0..12)
+            .rev()
+            .find(|&i| !free[0][..i].contains(&free[0][i]))
+            .unwrap();
+        assert!(cut >= 3, "{name}: sampled {:?}", free[0]);
+        let config = GenerationConfig {
+            stop_tokens: vec![free[0][cut]],
+            ..sampled
+        };
+        let mut streamed = Vec::new();
+        let stopped = generate(&model.model, &[prompt], &config, &mut |row, token| {
+            streamed.push((row, token))
+        })
+        .unwrap();
+        assert_eq!(stopped[0], free[0][..cut], "{name}");
+        let rows: Vec<(usize, i64)> = stopped[0].iter().map(|&t| (0, t)).collect();
+        assert_eq!(streamed, rows, "{name}: streamed tokens");
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_narrow_filters_equal_greedy() {
+    for name in MODELS {
+        let model = load(name, true);
+        let prompts = [vec![5, 17, 42, 8]];
+        let sample = |seed, top_k, top_p| GenerationConfig {
+            temperature: 1.5,
+            top_k,
+            top_p,
+            seed,
+            ..greedy(16)
+        };
+        let a = run(&model, &prompts, &sample(7, 0, 1.0));
+        assert_eq!(a, run(&model, &prompts, &sample(7, 0, 1.0)), "{name}: same seed");
+        assert_ne!(a, run(&model, &prompts, &sample(8, 0, 1.0)), "{name}: other seed");
+        let want = run(&model, &prompts, &greedy(16));
+        assert_eq!(run(&model, &prompts, &sample(7, 1, 1.0)), want, "{name}: top-k 1");
+        assert_eq!(
+            run(&model, &prompts, &sample(7, 0, 1e-6)),
+            want,
+            "{name}: top-p ~0"
+        );
+    }
+}
+
+#[test]
+fn gpt2_stops_at_its_last_position_and_refuses_longer_prompts() {
+    // tiny_gpt2 has 64 positions: a 60-token prompt leaves room for 5 new tokens (the last one
+    // is chosen from position 63 and never fed back).
+    for prepared in [false, true] {
+        let model = load("tiny_gpt2", prepared);
+        let prompt: Vec<i64> = (0..60).map(|i| i % 90).collect();
+        let out = run(&model, &[prompt], &greedy(10));
+        assert_eq!(out[0].len(), 5, "prepared: {prepared}");
+        let long: Vec<i64> = (0..65).map(|i| i % 90).collect();
+        let error = generate(&model.model, &[long], &greedy(1), &mut |_, _| {}).unwrap_err();
+        assert!(error.to_string().contains("64 positions"), "{error}");
+    }
+}
