@@ -23,6 +23,39 @@ pub fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
         .for_each(|(ys, ws)| matvec_serial(ws, x, ys));
 }
 
+/// `W x` for each of `batch` inputs at once, reading each weight row once for all of them:
+/// `xs` holds the inputs one after another (`batch × cols`), and `out` receives the results
+/// output-major (`rows × batch`: output `r` of every input together). Split into row blocks
+/// across the current rayon pool like [`matvec`].
+pub fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
+    let cols = xs.len() / batch.max(1);
+    let rows = out.len() / batch.max(1);
+    assert_eq!(xs.len(), batch * cols, "inputs are not batch × cols");
+    assert_eq!(out.len(), batch * rows, "outputs are not rows × batch");
+    assert_eq!(w.len(), rows * cols, "matrix is not rows × cols");
+    let threads = rayon::current_num_threads().max(1);
+    let block = rows.div_ceil(threads * 4).max(16);
+    out.par_chunks_mut(block * batch)
+        .zip(w.par_chunks(block * cols))
+        .for_each(|(outs, ws)| matmat_serial(ws, xs, batch, outs));
+}
+
+/// [`matmat`] on the calling thread.
+fn matmat_serial(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
+    let cols = xs.len() / batch;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { avx2::matmat(w, xs, batch, out) };
+        return;
+    }
+    for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
+        for (o, x) in out.iter_mut().zip(xs.chunks_exact(cols)) {
+            *o = dot_portable(row, x);
+        }
+    }
+}
+
 /// [`matvec`] on the calling thread.
 fn matvec_serial(w: &[f32], x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -75,6 +108,63 @@ mod avx2 {
         }
     }
 
+    /// Each weight row against up to eight inputs at a time: one load of the row's floats
+    /// feeds one fused multiply-add per input, so the products are bound by arithmetic rather
+    /// than by loads. Columns beyond a multiple of 8 are summed plainly.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
+        let cols = xs.len() / batch;
+        for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
+            for (group, outs) in xs.chunks(8 * cols).zip(out.chunks_mut(8)) {
+                match outs.len() {
+                    8 => row_times::<8>(row, group, outs),
+                    7 => row_times::<7>(row, group, outs),
+                    6 => row_times::<6>(row, group, outs),
+                    5 => row_times::<5>(row, group, outs),
+                    4 => row_times::<4>(row, group, outs),
+                    3 => row_times::<3>(row, group, outs),
+                    2 => row_times::<2>(row, group, outs),
+                    _ => row_times::<1>(row, group, outs),
+                }
+            }
+        }
+    }
+
+    /// `outs[b] = row · inputs[b]` for `N` inputs held one after another, with the `N`
+    /// accumulators in registers.
+    #[target_feature(enable = "avx2,fma")]
+    fn row_times<const N: usize>(row: &[f32], inputs: &[f32], outs: &mut [f32]) {
+        let cols = row.len();
+        let full = cols - cols % 8;
+        assert!(inputs.len() >= N * cols && outs.len() >= N);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut i = 0;
+        while i < full {
+            // SAFETY: `i + 8 <= full <= cols`: within the row and within each of the N inputs.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(i + 1024) as *const i8);
+                let weights = _mm256_loadu_ps(row.as_ptr().add(i));
+                for (b, sum) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(inputs.as_ptr().add(b * cols + i));
+                    *sum = _mm256_fmadd_ps(weights, x, *sum);
+                }
+            }
+            i += 8;
+        }
+        for (b, (o, sum)) in outs.iter_mut().zip(acc).enumerate() {
+            let x = &inputs[b * cols..(b + 1) * cols];
+            let tail: f32 = row[full..].iter().zip(&x[full..]).map(|(a, b)| a * b).sum();
+            *o = horizontal_sum(sum) + tail;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+    }
+
     /// Four 8-lane accumulators hide the latency of the fused multiply-adds.
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -98,10 +188,7 @@ mod avx2 {
             }
         }
         let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        let total = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
-        total + a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum::<f32>()
+        horizontal_sum(sum) + a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum::<f32>()
     }
 }
 
@@ -263,6 +350,28 @@ mod tests {
                 let want = naive_dot(&w[r * cols..(r + 1) * cols], &x);
                 assert!((f64::from(got) - want).abs() <= 1e-4, "cols {cols} row {r}");
                 assert!((f64::from(dot_portable(&w[r * cols..(r + 1) * cols], &x)) - want).abs() <= 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn matmat_gives_each_input_its_products() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        // Batches below, at and above the 8-input group, columns with and without a tail.
+        for (batch, cols) in [(1, 40), (3, 43), (8, 64), (11, 7)] {
+            let rows = 300;
+            let (w, xs) = (values(rows * cols, 5), values(batch * cols, 6));
+            let mut out = vec![f32::NAN; rows * batch];
+            pool.install(|| matmat(&w, &xs, batch, &mut out));
+            for (b, x) in xs.chunks_exact(cols).enumerate() {
+                for r in 0..rows {
+                    let want = naive_dot(&w[r * cols..(r + 1) * cols], x);
+                    let got = f64::from(out[r * batch + b]);
+                    assert!(
+                        (got - want).abs() <= 1e-4,
+                        "batch {batch} cols {cols}: input {b} row {r}"
+                    );
+                }
             }
         }
     }

@@ -50,6 +50,22 @@ fn bench_generation(c: &mut Criterion) {
     }
     group.finish();
 
+    // Eight left-padded prompts (32 down to 28 tokens) decoded together, 64 new tokens each.
+    let mut batched = c.benchmark_group("generate_batch8_greedy_64");
+    batched.sample_size(10).measurement_time(Duration::from_secs(20));
+    batched.throughput(Throughput::Elements(8 * 64));
+    let prompts: Vec<Vec<i64>> = (0..8)
+        .map(|b| prompt()[..32 - b % 5].iter().map(|t| t + b as i64).collect())
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: 64,
+        ..Default::default()
+    };
+    batched.bench_function("smollm2_135m", |b| {
+        b.iter(|| generate(&teacher.model, &prompts, &config, &mut |_, _| {}).unwrap())
+    });
+    batched.finish();
+
     let mut prefill = c.benchmark_group("prefill_32_tokens");
     prefill.sample_size(10);
     let ids = tch::Tensor::from_slice(&prompt()).reshape([1, 32]);

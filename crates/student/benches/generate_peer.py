@@ -36,3 +36,19 @@ for name, model in [("smollm2_135m", teacher), ("student_6_layers", student), ("
         t = time.perf_counter(); out = run(); times.append(time.perf_counter() - t)
         assert out.shape[1] == 32 + 128
     print(f"{name}: {128 / statistics.median(times):.1f} tok/s (median of 5, {torch.get_num_threads()} threads)")
+
+# Eight left-padded prompts (32 down to 28 tokens) decoded together, 64 new tokens each.
+prompts = [[100 + 37 * i + b for i in range(32 - b % 5)] for b in range(8)]
+width = max(map(len, prompts))
+ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+def run():
+    with torch.no_grad():
+        return teacher.generate(ids, attention_mask=mask, max_new_tokens=64, min_new_tokens=64,
+                                do_sample=False, pad_token_id=0)
+run()
+times = []
+for _ in range(5):
+    t = time.perf_counter(); out = run(); times.append(time.perf_counter() - t)
+    assert out.shape[1] == width + 64
+print(f"smollm2_135m batch 8: {8 * 64 / statistics.median(times):.1f} tok/s (median of 5, {torch.get_num_threads()} threads)")

@@ -88,6 +88,7 @@ pub fn generate(
     let mut outputs = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let mut decoder: Option<crate::model::CpuDecoder<'_>> = None;
+    let mut last = Vec::new();
     let mut threads = None;
 
     for step in 0..config.max_new_tokens {
@@ -97,10 +98,7 @@ pub fn generate(
             break;
         }
         let logits = match decoder.as_mut() {
-            Some(decoder) => {
-                let token = outputs[0].last().copied().expect("a token was chosen");
-                Tensor::from_slice(decoder.step(token)).unsqueeze(0)
-            }
+            Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([batch as i64, -1]),
             None => {
                 let forward = ForwardInput {
                     input_ids: &input,
@@ -125,15 +123,17 @@ pub fn generate(
         if done.iter().all(|&d| d) {
             break;
         }
-        if step == 0 && batch == 1 {
-            // After the prefill, one sequence continues on the model's own CPU decoder where it
-            // has one (sized to libtorch's threads), else on libtorch; either way libtorch's
-            // remaining ops get one thread.
-            decoder = model.cpu_decoder(&cache, width + config.max_new_tokens);
-            if device == Device::Cpu {
+        if step == 0 {
+            // After the prefill, decoding continues on the model's own CPU decoder where it has
+            // one (sized to libtorch's threads), else on libtorch. Libtorch's remaining ops get
+            // one thread beside the decoder, and for a single sequence on libtorch too.
+            let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+            decoder = model.cpu_decoder(&cache, &lens, config.max_new_tokens);
+            if device == Device::Cpu && (decoder.is_some() || batch == 1) {
                 threads = Some(SingleThreaded::enter());
             }
         }
+        last = chosen;
         input = next.unsqueeze(1);
         attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
     }

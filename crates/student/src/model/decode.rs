@@ -1,4 +1,4 @@
-//! Decoding one sequence on the CPU in f32, token by token, without libtorch.
+//! Decoding on the CPU in f32, token by token, without libtorch.
 //!
 //! A decode step reads every weight once and does little else, so it is bound by memory
 //! bandwidth; through libtorch it also pays ~1,500 op dispatches and allocations per token.
@@ -6,7 +6,9 @@
 //! storage (borrowed, not copied) and buffers allocated once, with the matrix-vector products
 //! split across a small thread pool. The prompt's prefill stays on libtorch, whose matrix
 //! products are the right tool there; its key/value cache is taken over when decoding starts.
-//! Each architecture's step is in its own `decode` module.
+//! A batch of sequences (left-padded prompts) decodes together: each weight row is read once
+//! for all of them, and each keeps its own cache without the padding. Each architecture's
+//! step is in its own `decode` module.
 
 use rayon::ThreadPool;
 use tch::{Device, Kind, Tensor};
@@ -15,7 +17,7 @@ use super::KvCache;
 use super::gpt2::Gpt2Decoder;
 use super::llama::LlamaDecoder;
 
-/// A single-sequence CPU decoder of either architecture.
+/// A CPU decoder of either architecture, for one sequence or a batch.
 pub(crate) enum CpuDecoder<'m> {
     /// Llama family.
     Llama(LlamaDecoder<'m>),
@@ -24,11 +26,12 @@ pub(crate) enum CpuDecoder<'m> {
 }
 
 impl CpuDecoder<'_> {
-    /// Appends `token` at the next position and returns the logits `[vocab]` that follow it.
-    pub(crate) fn step(&mut self, token: i64) -> &[f32] {
+    /// Appends one token to each sequence and returns the logits that follow them,
+    /// `[sequences, vocab]` row after row.
+    pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
         match self {
-            CpuDecoder::Llama(d) => d.step(token),
-            CpuDecoder::Gpt2(d) => d.step(token),
+            CpuDecoder::Llama(d) => d.step(tokens),
+            CpuDecoder::Gpt2(d) => d.step(tokens),
         }
     }
 }
@@ -90,6 +93,33 @@ impl<'m> Linear<'m> {
             distill_kernels::add_assign(y, bias);
         }
     }
+
+    /// `W x + b` for each of the `batch` inputs in `xs`, written to columns `offset..offset +
+    /// rows` of the rows of `ys` (each `ys.len() / batch` wide). `tmp` is scratch.
+    pub(super) fn apply_batch(
+        &self,
+        xs: &[f32],
+        batch: usize,
+        ys: &mut [f32],
+        offset: usize,
+        tmp: &mut Vec<f32>,
+    ) {
+        let width = ys.len() / batch;
+        if batch == 1 {
+            return self.apply(xs, &mut ys[offset..offset + self.rows]);
+        }
+        tmp.resize(self.rows * batch, 0.0);
+        distill_kernels::matmat(self.weight, xs, batch, tmp);
+        for (b, y) in ys.chunks_exact_mut(width).enumerate() {
+            let y = &mut y[offset..offset + self.rows];
+            for (r, out) in y.iter_mut().enumerate() {
+                *out = tmp[r * batch + b];
+            }
+            if let Some(bias) = self.bias {
+                distill_kernels::add_assign(y, bias);
+            }
+        }
+    }
 }
 
 /// Linear layers that read the same input, their outputs written one after another (one fused
@@ -97,32 +127,37 @@ impl<'m> Linear<'m> {
 pub(super) struct Stacked<'m>(pub(super) Vec<Linear<'m>>);
 
 impl Stacked<'_> {
-    /// Applies each part, writing its rows of `y`.
-    pub(super) fn apply(&self, x: &[f32], y: &mut [f32]) {
+    /// Applies each part to each of the `batch` inputs in `xs`, writing its columns of `ys`.
+    pub(super) fn apply_batch(&self, xs: &[f32], batch: usize, ys: &mut [f32], tmp: &mut Vec<f32>) {
         let mut at = 0;
         for part in &self.0 {
-            part.apply(x, &mut y[at..at + part.rows]);
+            part.apply_batch(xs, batch, ys, at, tmp);
             at += part.rows;
         }
     }
 }
 
-/// Each layer's cached keys and values, `[1, heads, len, head_dim]` tensors, as position-major
-/// rows of `row = heads · head_dim` floats with room for `capacity` positions; `None` when the
-/// cache holds more than one sequence.
+/// One sequence's cached keys and values, position after position.
+pub(super) type RowCache = (Vec<f32>, Vec<f32>);
+
+/// Each layer's cached keys and values, `[batch, heads, width, head_dim]` tensors holding
+/// left-padded sequences, as each sequence's position-major rows (`row = heads · head_dim`
+/// floats) without the padding: sequence `b` keeps its last `lens[b]` positions. Each has room
+/// for `capacity` more positions. `None` when the shapes disagree.
 pub(super) fn import_cache(
     cache: &KvCache,
+    lens: &[usize],
     row: usize,
     capacity: usize,
-) -> Option<Vec<(Vec<f32>, Vec<f32>)>> {
-    let len = usize::try_from(cache.len()).ok()?;
-    let rows = |t: &Tensor| -> Option<Vec<f32>> {
-        let mut out = Vec::with_capacity(capacity.max(len) * row);
+) -> Option<Vec<Vec<RowCache>>> {
+    let width = cache.len();
+    let rows = |t: &Tensor, b: usize, len: usize| -> Option<Vec<f32>> {
+        let mut out = Vec::with_capacity((len + capacity) * row);
         if len > 0 {
-            if t.size().first() != Some(&1) {
-                return None;
-            }
-            let positions = t.squeeze_dim(0).transpose(0, 1).to_kind(Kind::Float).contiguous();
+            let b = i64::try_from(b).ok()?;
+            let len = i64::try_from(len).ok()?;
+            let positions = t.get(b).narrow(1, width - len, len).transpose(0, 1);
+            let positions = positions.to_kind(Kind::Float).contiguous();
             out.extend_from_slice(f32_elements(&positions)?);
         }
         (out.len() == len * row).then_some(out)
@@ -130,7 +165,15 @@ pub(super) fn import_cache(
     cache
         .layers
         .iter()
-        .map(|(k, v)| Some((rows(k)?, rows(v)?)))
+        .map(|(k, v)| {
+            if width > 0 && k.size().first() != Some(&i64::try_from(lens.len()).ok()?) {
+                return None;
+            }
+            lens.iter()
+                .enumerate()
+                .map(|(b, &len)| Some((rows(k, b, len)?, rows(v, b, len)?)))
+                .collect()
+        })
         .collect()
 }
 
@@ -143,4 +186,65 @@ pub(super) fn thread_pool() -> Option<ThreadPool> {
         .thread_name(|i| format!("distill-decode-{i}"))
         .build()
         .ok()
+}
+
+/// What the architectures' decoder tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use tch::{Kind, Tensor};
+
+    use crate::checkpoint::LoadedModel;
+    use crate::model::{ForwardInput, KvCache, Precision};
+
+    /// The decoder's logits against libtorch's cached, masked forward over the same tokens:
+    /// one sequence, and a batch of two left-padded ones, after a libtorch prefill; for `name`
+    /// as prepared for generation, and as loaded when `as_loaded_too`.
+    pub(crate) fn check_against_libtorch(name: &str, as_loaded_too: bool) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/model")
+            .join(name);
+        let steps = [[90i64, 3], [64, 1], [0, 88], [88, 88], [12, 7], [33, 33]];
+        let _guard = tch::no_grad_guard();
+        for prepared in [!as_loaded_too, true] {
+            let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
+            if prepared {
+                model.prepare_for_generation(Precision::F32);
+            }
+            let batches: [(&[i64], &[i64], &[usize]); 2] = [
+                (&[5, 17, 42, 8], &[1, 1, 1, 1], &[4]),
+                (&[5, 17, 42, 8, 0, 0, 9, 3], &[1, 1, 1, 1, 0, 0, 1, 1], &[4, 2]),
+            ];
+            for (ids, mask, lens) in batches {
+                let n = lens.len() as i64;
+                let mut mask = Tensor::from_slice(mask).reshape([n, -1]);
+                let input = ForwardInput {
+                    input_ids: &Tensor::from_slice(ids).reshape([n, -1]),
+                    attention_mask: Some(&mask),
+                };
+                let mut cache = KvCache::new(model.model.layer_count());
+                let _ = model.model.forward(&input, Some(&mut cache));
+                let mut decoder = model
+                    .model
+                    .cpu_decoder(&cache, lens, 8)
+                    .expect("an f32 CPU model decodes");
+                for step in &steps {
+                    let tokens = &step[..lens.len()];
+                    let ours = Tensor::from_slice(decoder.step(tokens));
+                    mask = Tensor::cat(&[&mask, &mask.ones_like().narrow(1, 0, 1)], 1);
+                    let input = ForwardInput {
+                        input_ids: &Tensor::from_slice(tokens).reshape([n, 1]),
+                        attention_mask: Some(&mask),
+                    };
+                    let reference = model.model.forward(&input, Some(&mut cache)).to_kind(Kind::Float);
+                    let diff = (ours - reference.flatten(0, -1)).abs().max().double_value(&[]);
+                    assert!(
+                        diff <= 1e-5,
+                        "{name} (prepared: {prepared}, {n} sequences): logits differ by {diff}"
+                    );
+                }
+            }
+        }
+    }
 }

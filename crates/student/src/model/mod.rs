@@ -205,13 +205,19 @@ impl CausalLm {
         }
     }
 
-    /// A decoder that continues the one sequence held in `cache` without libtorch, where the
-    /// model supports it (f32 on the CPU, laid out by `LoadedModel::prepare_for_generation`
-    /// for GPT-2); `capacity` is the expected final length.
-    pub(crate) fn cpu_decoder(&self, cache: &KvCache, capacity: usize) -> Option<CpuDecoder<'_>> {
+    /// A decoder that continues the left-padded sequences held in `cache` (`lens[b]` real
+    /// tokens in row `b`) without libtorch, where the model supports it (f32 on the CPU, laid
+    /// out by `LoadedModel::prepare_for_generation` for GPT-2); `new_tokens` is how many more
+    /// each may get.
+    pub(crate) fn cpu_decoder(
+        &self,
+        cache: &KvCache,
+        lens: &[usize],
+        new_tokens: usize,
+    ) -> Option<CpuDecoder<'_>> {
         match self {
-            CausalLm::Llama(m) => llama::LlamaDecoder::new(m, cache, capacity).map(CpuDecoder::Llama),
-            CausalLm::Gpt2(m) => gpt2::Gpt2Decoder::new(m, cache, capacity).map(CpuDecoder::Gpt2),
+            CausalLm::Llama(m) => llama::LlamaDecoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Llama),
+            CausalLm::Gpt2(m) => gpt2::Gpt2Decoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Gpt2),
         }
     }
 

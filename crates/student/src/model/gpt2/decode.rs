@@ -5,8 +5,10 @@ use tch::nn;
 
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
-use crate::model::decode::{Linear, f32_elements, f32_transposed_elements, import_cache, thread_pool};
-use distill_kernels::{CacheLayout, add_assign, attention, gelu_tanh, layer_norm, matvec};
+use crate::model::decode::{
+    Linear, RowCache, f32_elements, f32_transposed_elements, import_cache, thread_pool,
+};
+use distill_kernels::{CacheLayout, add_assign, attention, gelu_tanh, layer_norm};
 
 /// A Conv1D (`[in, out]` weight) as a linear layer; its weight must be stored column-major,
 /// which [`Gpt2::store_projections_for_decoding`] arranges, so that the rows of `[out, in]`
@@ -46,7 +48,7 @@ impl<'m> Layer<'m> {
     }
 }
 
-/// Buffers one step writes, allocated once.
+/// Buffers one step writes, allocated once: a row per sequence.
 struct Scratch {
     x: Vec<f32>,
     normed: Vec<f32>,
@@ -56,117 +58,158 @@ struct Scratch {
     inner: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
+    transposed: Vec<f32>,
 }
 
-/// Decodes one sequence of a [`Gpt2`] on the CPU in f32: a step takes the newest token and
-/// gives the logits of the next one.
+/// Decodes sequences of a [`Gpt2`] on the CPU in f32: a step takes the newest token of each
+/// and gives the logits of the next ones.
 pub(crate) struct Gpt2Decoder<'m> {
     width: usize,
     heads: usize,
     vocab: usize,
-    positions: usize,
+    max_positions: usize,
     eps: f32,
     wte: &'m [f32],
     wpe: &'m [f32],
     layers: Vec<Layer<'m>>,
     ln_f: (&'m [f32], &'m [f32]),
-    /// Per layer, keys and values position after position, `width` floats each.
-    cache: Vec<(Vec<f32>, Vec<f32>)>,
-    len: usize,
+    /// Per layer, per sequence, keys and values position after position, `width` floats each.
+    cache: Vec<Vec<RowCache>>,
+    /// Each sequence's next position.
+    positions: Vec<usize>,
     scratch: Scratch,
     pool: ThreadPool,
 }
 
 impl<'m> Gpt2Decoder<'m> {
-    /// A decoder continuing the single sequence whose prefix `cache` holds, or `None` when the
-    /// model is not an f32 CPU model laid out for decoding, uses exact GELU, or `cache` holds
-    /// more than one sequence. `capacity` is the expected final length.
-    pub(crate) fn new(model: &'m Gpt2, cache: &KvCache, capacity: usize) -> Option<Self> {
+    /// A decoder continuing the left-padded sequences whose prefixes `cache` holds (`lens[b]`
+    /// real tokens in row `b`), or `None` when the model is not an f32 CPU model laid out for
+    /// decoding, or uses exact GELU. `new_tokens` is how many more each may get.
+    pub(crate) fn new(model: &'m Gpt2, cache: &KvCache, lens: &[usize], new_tokens: usize) -> Option<Self> {
         let c = &model.config;
         if c.activation_function == "gelu" {
             return None;
         }
         let width = usize::try_from(c.n_embd).ok()?;
-        let positions = usize::try_from(c.n_positions).ok()?;
-        let len = usize::try_from(cache.len()).ok()?;
-        let capacity = capacity.clamp(len, len.max(positions));
+        let heads = usize::try_from(c.n_head).ok()?;
+        let max_positions = usize::try_from(c.n_positions).ok()?;
         let layers = model.blocks.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
         let inner = usize::try_from(c.inner()).ok()?;
         let vocab = usize::try_from(c.vocab_size).ok()?;
+        let room = new_tokens.min(max_positions);
+        let n = lens.len();
         Some(Self {
             width,
-            heads: usize::try_from(c.n_head).ok()?,
+            heads,
             vocab,
-            positions,
+            max_positions,
             eps: c.layer_norm_epsilon as f32,
             wte: f32_elements(&model.wte.ws)?,
             wpe: f32_elements(&model.wpe.ws)?,
             layers,
             ln_f: norm(&model.ln_f)?,
-            cache: import_cache(cache, width, capacity)?,
-            len,
+            cache: import_cache(cache, lens, width, room)?,
+            positions: lens.to_vec(),
             scratch: Scratch {
-                x: vec![0.0; width],
-                normed: vec![0.0; width],
-                qkv: vec![0.0; 3 * width],
-                attention: vec![0.0; width],
-                projected: vec![0.0; width],
-                inner: vec![0.0; inner],
-                scores: Vec::with_capacity(usize::try_from(c.n_head).ok()? * capacity),
-                logits: vec![0.0; vocab],
+                x: vec![0.0; n * width],
+                normed: vec![0.0; n * width],
+                qkv: vec![0.0; n * 3 * width],
+                attention: vec![0.0; n * width],
+                projected: vec![0.0; n * width],
+                inner: vec![0.0; n * inner],
+                scores: Vec::with_capacity(heads * max_positions),
+                logits: vec![0.0; n * vocab],
+                transposed: Vec::new(),
             },
             pool: thread_pool()?,
         })
     }
 
-    /// Appends `token` at the next position and returns the logits `[vocab]` that follow it.
+    /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
+    /// vocab]` row after row.
     ///
     /// # Panics
-    /// If `token` is outside the vocabulary, or the sequence outgrows the learned positions.
-    pub(crate) fn step(&mut self, token: i64) -> &[f32] {
-        let token = usize::try_from(token).expect("token ids are non-negative");
-        assert!(token < self.vocab, "token {token} is outside the vocabulary");
-        assert!(self.len < self.positions, "GPT-2 has no position {}", self.len);
+    /// If a token is outside the vocabulary, there is not one per sequence, or a sequence
+    /// outgrows the learned positions.
+    pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
+        assert_eq!(tokens.len(), self.positions.len(), "one token per sequence");
         let pool = &self.pool;
-        let (w, heads, eps, position) = (self.width, self.heads, self.eps, self.len);
+        let (w, heads, eps, n) = (self.width, self.heads, self.eps, tokens.len());
         let Self {
+            vocab,
+            max_positions,
             wte,
             wpe,
             layers,
             ln_f,
             cache,
+            positions,
             scratch: s,
             ..
         } = self;
         pool.install(|| {
-            s.x.copy_from_slice(&wte[token * w..(token + 1) * w]);
-            add_assign(&mut s.x, &wpe[position * w..(position + 1) * w]);
-            for (layer, (keys, values)) in layers.iter().zip(cache.iter_mut()) {
-                layer_norm(&s.x, layer.ln_1, eps, &mut s.normed);
-                layer.c_attn.apply(&s.normed, &mut s.qkv);
-                keys.extend_from_slice(&s.qkv[w..2 * w]);
-                values.extend_from_slice(&s.qkv[2 * w..]);
-                let layout = CacheLayout {
-                    len: keys.len() / w,
-                    stride: w,
-                    head_dim: w / heads,
-                };
-                s.scores.resize(heads * layout.len, 0.0);
-                attention(&s.qkv[..w], keys, values, layout, &mut s.scores, &mut s.attention);
-                layer.attn_proj.apply(&s.attention, &mut s.projected);
+            for (b, &token) in tokens.iter().enumerate() {
+                let token = usize::try_from(token).expect("token ids are non-negative");
+                assert!(token < *vocab, "token {token} is outside the vocabulary");
+                let position = positions[b];
+                assert!(position < *max_positions, "GPT-2 has no position {position}");
+                let x = &mut s.x[b * w..(b + 1) * w];
+                x.copy_from_slice(&wte[token * w..(token + 1) * w]);
+                add_assign(x, &wpe[position * w..(position + 1) * w]);
+            }
+            for (layer, rows) in layers.iter().zip(cache.iter_mut()) {
+                norm_rows(&s.x, layer.ln_1, eps, &mut s.normed);
+                layer
+                    .c_attn
+                    .apply_batch(&s.normed, n, &mut s.qkv, 0, &mut s.transposed);
+                for (b, (keys, values)) in rows.iter_mut().enumerate() {
+                    let qkv = &s.qkv[b * 3 * w..(b + 1) * 3 * w];
+                    keys.extend_from_slice(&qkv[w..2 * w]);
+                    values.extend_from_slice(&qkv[2 * w..]);
+                    let layout = CacheLayout {
+                        len: keys.len() / w,
+                        stride: w,
+                        head_dim: w / heads,
+                    };
+                    s.scores.resize(heads * layout.len, 0.0);
+                    let out = &mut s.attention[b * w..(b + 1) * w];
+                    attention(&qkv[..w], keys, values, layout, &mut s.scores, out);
+                }
+                layer
+                    .attn_proj
+                    .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
                 add_assign(&mut s.x, &s.projected);
 
-                layer_norm(&s.x, layer.ln_2, eps, &mut s.normed);
-                layer.c_fc.apply(&s.normed, &mut s.inner);
+                norm_rows(&s.x, layer.ln_2, eps, &mut s.normed);
+                layer
+                    .c_fc
+                    .apply_batch(&s.normed, n, &mut s.inner, 0, &mut s.transposed);
                 gelu_tanh(&mut s.inner);
-                layer.mlp_proj.apply(&s.inner, &mut s.projected);
+                layer
+                    .mlp_proj
+                    .apply_batch(&s.inner, n, &mut s.projected, 0, &mut s.transposed);
                 add_assign(&mut s.x, &s.projected);
             }
-            layer_norm(&s.x, *ln_f, eps, &mut s.normed);
-            matvec(wte, &s.normed, &mut s.logits);
+            norm_rows(&s.x, *ln_f, eps, &mut s.normed);
+            let head = Linear {
+                weight: wte,
+                bias: None,
+                rows: *vocab,
+            };
+            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
         });
-        self.len += 1;
+        for p in &mut self.positions {
+            *p += 1;
+        }
         &self.scratch.logits
+    }
+}
+
+/// LayerNorm of each `weight.len()`-wide row of `x`.
+fn norm_rows(x: &[f32], (weight, bias): (&[f32], &[f32]), eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    for (x, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        layer_norm(x, (weight, bias), eps, out);
     }
 }
 
@@ -174,40 +217,19 @@ impl<'m> Gpt2Decoder<'m> {
 mod tests {
     use std::path::Path;
 
-    use tch::Tensor;
-
     use crate::checkpoint::LoadedModel;
-    use crate::model::{ForwardInput, KvCache, Precision};
+    use crate::model::KvCache;
 
     #[test]
-    fn decoding_matches_libtorch_and_needs_the_decoding_layout() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/tiny_gpt2");
-        let tokens = [5i64, 17, 42, 8, 90, 3, 64, 1, 0, 88, 88, 12];
-        let _guard = tch::no_grad_guard();
-        let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
-        let mut cache = KvCache::new(model.model.layer_count());
-        let prefill = Tensor::from_slice(&tokens[..4]).reshape([1, 4]);
-        let _ = model
-            .model
-            .forward(&ForwardInput::new(&prefill), Some(&mut cache));
-        // As loaded, Conv1D weights are `[in, out]` row-major: not what the decoder reads.
-        assert!(model.model.cpu_decoder(&cache, 2).is_none());
+    fn decoding_matches_libtorch() {
+        crate::model::decode::testing::check_against_libtorch("tiny_gpt2", false);
+    }
 
-        model.prepare_for_generation(Precision::F32);
-        let mut cache = KvCache::new(model.model.layer_count());
-        let _ = model
-            .model
-            .forward(&ForwardInput::new(&prefill), Some(&mut cache));
-        let mut decoder = model
-            .model
-            .cpu_decoder(&cache, 2)
-            .expect("a prepared f32 GPT-2 decodes");
-        for &token in &tokens[4..] {
-            let ours = Tensor::from_slice(decoder.step(token));
-            let input = Tensor::from_slice(&[token]).reshape([1, 1]);
-            let reference = model.model.forward(&ForwardInput::new(&input), Some(&mut cache));
-            let diff = (ours - reference.flatten(0, -1)).abs().max().double_value(&[]);
-            assert!(diff <= 1e-5, "logits differ by {diff}");
-        }
+    #[test]
+    fn conv1d_weights_as_loaded_are_not_what_the_decoder_reads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/tiny_gpt2");
+        let model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
+        let cache = KvCache::new(model.model.layer_count());
+        assert!(model.model.cpu_decoder(&cache, &[0], 4).is_none());
     }
 }

@@ -5,8 +5,8 @@ use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
-use crate::model::decode::{Linear, Stacked, f32_elements, import_cache, thread_pool};
-use distill_kernels::{CacheLayout, add_assign, attention, matvec, rms_norm, rotate_heads, silu_mul};
+use crate::model::decode::{Linear, RowCache, Stacked, f32_elements, import_cache, thread_pool};
+use distill_kernels::{CacheLayout, add_assign, attention, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
 fn linear(layer: &nn::Linear) -> Option<Linear<'_>> {
@@ -77,7 +77,7 @@ struct Dims {
     eps: f32,
 }
 
-/// Buffers one step writes, allocated once.
+/// Buffers one step writes, allocated once: a row per sequence.
 struct Scratch {
     x: Vec<f32>,
     normed: Vec<f32>,
@@ -90,10 +90,11 @@ struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     logits: Vec<f32>,
+    transposed: Vec<f32>,
 }
 
-/// Decodes one sequence of a [`Llama`] on the CPU in f32: a step takes the newest token and
-/// gives the logits of the next one.
+/// Decodes sequences of a [`Llama`] on the CPU in f32: a step takes the newest token of each
+/// and gives the logits of the next ones.
 pub(crate) struct LlamaDecoder<'m> {
     dims: Dims,
     embed: &'m [f32],
@@ -101,18 +102,20 @@ pub(crate) struct LlamaDecoder<'m> {
     norm: &'m [f32],
     head: &'m [f32],
     inv_freq: Vec<f32>,
-    /// Per layer, keys and values position after position, `kv_heads · head_dim` floats each.
-    cache: Vec<(Vec<f32>, Vec<f32>)>,
-    len: usize,
+    /// Per layer, per sequence, keys and values position after position, `kv_heads · head_dim`
+    /// floats each.
+    cache: Vec<Vec<RowCache>>,
+    /// Each sequence's next position.
+    positions: Vec<usize>,
     scratch: Scratch,
     pool: ThreadPool,
 }
 
 impl<'m> LlamaDecoder<'m> {
-    /// A decoder continuing the single sequence whose prefix `cache` holds, or `None` when the
-    /// model is not an f32 CPU model with contiguous row-major weights, or `cache` holds more
-    /// than one sequence. `capacity` is the expected final length (a hint for allocation).
-    pub(crate) fn new(model: &'m Llama, cache: &KvCache, capacity: usize) -> Option<Self> {
+    /// A decoder continuing the left-padded sequences whose prefixes `cache` holds (`lens[b]`
+    /// real tokens in row `b`), or `None` when the model is not an f32 CPU model with contiguous
+    /// row-major weights. `new_tokens` is how many more each may get (a hint for allocation).
+    pub(crate) fn new(model: &'m Llama, cache: &KvCache, lens: &[usize], new_tokens: usize) -> Option<Self> {
         let c = &model.config;
         let dims = Dims {
             hidden: usize::try_from(c.hidden_size).ok()?,
@@ -129,22 +132,23 @@ impl<'m> LlamaDecoder<'m> {
             Some(head) => linear(head)?.weight,
             None => embed,
         };
-        let len = usize::try_from(cache.len()).ok()?;
-        let capacity = capacity.clamp(len, len.max(c.max_position_embeddings.max(0) as usize));
-        let cache = import_cache(cache, dims.kv_heads * dims.head_dim, capacity)?;
-        let pool = thread_pool()?;
+        let longest = lens.iter().max().copied().unwrap_or(0);
+        let room = new_tokens.min(usize::try_from(c.max_position_embeddings).unwrap_or(0).max(1));
+        let cache = import_cache(cache, lens, dims.kv_heads * dims.head_dim, room)?;
+        let n = lens.len();
         let scratch = Scratch {
-            x: vec![0.0; dims.hidden],
-            normed: vec![0.0; dims.hidden],
-            qkv: vec![0.0; (dims.heads + 2 * dims.kv_heads) * dims.head_dim],
-            attention: vec![0.0; dims.heads * dims.head_dim],
-            projected: vec![0.0; dims.hidden],
-            gate_up: vec![0.0; 2 * dims.intermediate],
-            activated: vec![0.0; dims.intermediate],
-            scores: Vec::with_capacity(dims.heads * capacity),
-            cos: vec![0.0; dims.head_dim / 2],
-            sin: vec![0.0; dims.head_dim / 2],
-            logits: vec![0.0; dims.vocab],
+            x: vec![0.0; n * dims.hidden],
+            normed: vec![0.0; n * dims.hidden],
+            qkv: vec![0.0; n * (dims.heads + 2 * dims.kv_heads) * dims.head_dim],
+            attention: vec![0.0; n * dims.heads * dims.head_dim],
+            projected: vec![0.0; n * dims.hidden],
+            gate_up: vec![0.0; n * 2 * dims.intermediate],
+            activated: vec![0.0; n * dims.intermediate],
+            scores: Vec::with_capacity(dims.heads * (longest + room)),
+            cos: vec![0.0; n * dims.head_dim / 2],
+            sin: vec![0.0; n * dims.head_dim / 2],
+            logits: vec![0.0; n * dims.vocab],
+            transposed: Vec::new(),
         };
         Some(Self {
             dims,
@@ -154,19 +158,19 @@ impl<'m> LlamaDecoder<'m> {
             head,
             inv_freq: c.inverse_frequencies().iter().map(|&f| f as f32).collect(),
             cache,
-            len,
+            positions: lens.to_vec(),
             scratch,
-            pool,
+            pool: thread_pool()?,
         })
     }
 
-    /// Appends `token` at the next position and returns the logits `[vocab]` that follow it.
+    /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
+    /// vocab]` row after row.
     ///
     /// # Panics
-    /// If `token` is outside the vocabulary.
-    pub(crate) fn step(&mut self, token: i64) -> &[f32] {
-        let token = usize::try_from(token).expect("token ids are non-negative");
-        assert!(token < self.dims.vocab, "token {token} is outside the vocabulary");
+    /// If a token is outside the vocabulary, or there is not one per sequence.
+    pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
+        assert_eq!(tokens.len(), self.positions.len(), "one token per sequence");
         let pool = &self.pool;
         let Self {
             dims,
@@ -176,65 +180,93 @@ impl<'m> LlamaDecoder<'m> {
             head,
             inv_freq,
             cache,
-            len,
-            scratch,
+            positions,
+            scratch: s,
             ..
         } = self;
+        let (h, half, n) = (dims.hidden, inv_freq.len(), tokens.len());
         pool.install(|| {
-            let position = *len as f32;
-            for (i, &f) in inv_freq.iter().enumerate() {
-                let angle = position * f;
-                (scratch.cos[i], scratch.sin[i]) = (angle.cos(), angle.sin());
+            for (b, &token) in tokens.iter().enumerate() {
+                let token = usize::try_from(token).expect("token ids are non-negative");
+                assert!(token < dims.vocab, "token {token} is outside the vocabulary");
+                s.x[b * h..(b + 1) * h].copy_from_slice(&embed[token * h..(token + 1) * h]);
+                let position = positions[b] as f32;
+                for (i, &f) in inv_freq.iter().enumerate() {
+                    let angle = position * f;
+                    (s.cos[b * half + i], s.sin[b * half + i]) = (angle.cos(), angle.sin());
+                }
             }
-            let h = dims.hidden;
-            scratch.x.copy_from_slice(&embed[token * h..(token + 1) * h]);
-            for (layer, (keys, values)) in layers.iter().zip(cache.iter_mut()) {
-                attention_block(*dims, layer, keys, values, scratch);
-                mlp_block(*dims, layer, scratch);
+            for (layer, rows) in layers.iter().zip(cache.iter_mut()) {
+                attention_block(*dims, layer, rows, s);
+                mlp_block(*dims, layer, s);
             }
-            rms_norm(&scratch.x, norm, dims.eps, &mut scratch.normed);
-            matvec(head, &scratch.normed, &mut scratch.logits);
+            for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
+                rms_norm(x, norm, dims.eps, normed);
+            }
+            let head = Linear {
+                weight: head,
+                bias: None,
+                rows: dims.vocab,
+            };
+            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
         });
-        self.len += 1;
+        for p in &mut self.positions {
+            *p += 1;
+        }
         &self.scratch.logits
     }
 }
 
-/// `x += o_proj(attention(input_layernorm(x)))`, appending this position's key and value.
-fn attention_block(d: Dims, layer: &Layer<'_>, keys: &mut Vec<f32>, values: &mut Vec<f32>, s: &mut Scratch) {
-    rms_norm(&s.x, layer.input_norm, d.eps, &mut s.normed);
-    layer.qkv.apply(&s.normed, &mut s.qkv);
+/// `x += o_proj(attention(input_layernorm(x)))` for each sequence, appending this position's
+/// key and value to its cache.
+fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Scratch) {
+    let n = rows.len();
+    let (h, half) = (d.hidden, d.head_dim / 2);
+    for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
+        rms_norm(x, layer.input_norm, d.eps, normed);
+    }
+    layer.qkv.apply_batch(&s.normed, n, &mut s.qkv, &mut s.transposed);
     let (q_width, kv_width) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
-    let (qk, v) = s.qkv.split_at_mut(q_width + kv_width);
-    rotate_heads(qk, &s.cos, &s.sin);
-    keys.extend_from_slice(&qk[q_width..]);
-    values.extend_from_slice(v);
-
-    let layout = CacheLayout {
-        len: keys.len() / kv_width,
-        stride: kv_width,
-        head_dim: d.head_dim,
-    };
-    s.scores.resize(d.heads * layout.len, 0.0);
-    attention(
-        &qk[..q_width],
-        keys,
-        values,
-        layout,
-        &mut s.scores,
-        &mut s.attention,
-    );
-    layer.o.apply(&s.attention, &mut s.projected);
+    let row_width = q_width + 2 * kv_width;
+    for (b, (keys, values)) in rows.iter_mut().enumerate() {
+        let qkv = &mut s.qkv[b * row_width..(b + 1) * row_width];
+        let (qk, v) = qkv.split_at_mut(q_width + kv_width);
+        let (cos, sin) = (&s.cos[b * half..(b + 1) * half], &s.sin[b * half..(b + 1) * half]);
+        rotate_heads(qk, cos, sin);
+        keys.extend_from_slice(&qk[q_width..]);
+        values.extend_from_slice(v);
+        let layout = CacheLayout {
+            len: keys.len() / kv_width,
+            stride: kv_width,
+            head_dim: d.head_dim,
+        };
+        s.scores.resize(d.heads * layout.len, 0.0);
+        let out = &mut s.attention[b * q_width..(b + 1) * q_width];
+        attention(&qk[..q_width], keys, values, layout, &mut s.scores, out);
+    }
+    layer
+        .o
+        .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
     add_assign(&mut s.x, &s.projected);
 }
 
-/// `x += down(silu(gate(n)) ⊙ up(n))` with `n = post_attention_layernorm(x)`.
+/// `x += down(silu(gate(n)) ⊙ up(n))` with `n = post_attention_layernorm(x)`, for each sequence.
 fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
-    rms_norm(&s.x, layer.post_norm, d.eps, &mut s.normed);
-    layer.gate_up.apply(&s.normed, &mut s.gate_up);
-    let (gate, up) = s.gate_up.split_at(d.intermediate);
-    silu_mul(gate, up, &mut s.activated);
-    layer.down.apply(&s.activated, &mut s.projected);
+    let (h, i) = (d.hidden, d.intermediate);
+    let n = s.x.len() / h;
+    for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
+        rms_norm(x, layer.post_norm, d.eps, normed);
+    }
+    layer
+        .gate_up
+        .apply_batch(&s.normed, n, &mut s.gate_up, &mut s.transposed);
+    for (both, out) in s.gate_up.chunks_exact(2 * i).zip(s.activated.chunks_exact_mut(i)) {
+        let (gate, up) = both.split_at(i);
+        silu_mul(gate, up, out);
+    }
+    layer
+        .down
+        .apply_batch(&s.activated, n, &mut s.projected, 0, &mut s.transposed);
     add_assign(&mut s.x, &s.projected);
 }
 
@@ -242,71 +274,26 @@ fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
 mod tests {
     use std::path::Path;
 
-    use tch::Tensor;
-
     use crate::checkpoint::LoadedModel;
-    use crate::model::{ForwardInput, KvCache, Precision};
-
-    /// Logits of the decoder after a 4-token prefill, against libtorch's cached forward over
-    /// the same tokens, for the model as loaded (separate projections) and as prepared (fused).
-    fn check_against_libtorch(fixture: &str) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/model")
-            .join(fixture);
-        let tokens = [5i64, 17, 42, 8, 99, 3, 64, 1, 0, 100, 88, 88, 88, 12];
-        let _guard = tch::no_grad_guard();
-        for prepared in [false, true] {
-            let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
-            if prepared {
-                model.prepare_for_generation(Precision::F32);
-            }
-            let mut cache = KvCache::new(model.model.layer_count());
-            let prefill = Tensor::from_slice(&tokens[..4]).reshape([1, 4]);
-            let _ = model
-                .model
-                .forward(&ForwardInput::new(&prefill), Some(&mut cache));
-            let mut decoder = model
-                .model
-                .cpu_decoder(&cache, 2)
-                .expect("an f32 CPU Llama decodes");
-            for &token in &tokens[4..] {
-                let ours = Tensor::from_slice(decoder.step(token));
-                let input = Tensor::from_slice(&[token]).reshape([1, 1]);
-                let reference = model.model.forward(&ForwardInput::new(&input), Some(&mut cache));
-                let diff = (ours - reference.flatten(0, -1)).abs().max().double_value(&[]);
-                assert!(
-                    diff <= 1e-5,
-                    "{fixture} (prepared: {prepared}): logits differ by {diff}"
-                );
-            }
-        }
-    }
+    use crate::model::decode::testing::check_against_libtorch;
+    use crate::model::{KvCache, Precision};
 
     #[test]
     fn decoding_gqa_with_a_tied_head_and_llama3_rope_matches_libtorch() {
-        check_against_libtorch("tiny_llama_gqa");
+        check_against_libtorch("tiny_llama_gqa", true);
     }
 
     #[test]
     fn decoding_with_attention_bias_and_an_untied_head_matches_libtorch() {
-        check_against_libtorch("tiny_llama_bias");
+        check_against_libtorch("tiny_llama_bias", true);
     }
 
     #[test]
-    fn no_decoder_for_bf16_weights_or_several_sequences() {
+    fn no_decoder_for_bf16_weights() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/tiny_llama_gqa");
-        let _guard = tch::no_grad_guard();
         let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
-        let mut cache = KvCache::new(model.model.layer_count());
-        let two = Tensor::from_slice(&[5i64, 17, 42, 8]).reshape([2, 2]);
-        let _ = model.model.forward(&ForwardInput::new(&two), Some(&mut cache));
-        assert!(model.model.cpu_decoder(&cache, 4).is_none());
         model.prepare_for_generation(Precision::Bf16);
-        assert!(
-            model
-                .model
-                .cpu_decoder(&KvCache::new(model.model.layer_count()), 4)
-                .is_none()
-        );
+        let cache = KvCache::new(model.model.layer_count());
+        assert!(model.model.cpu_decoder(&cache, &[0], 4).is_none());
     }
 }
