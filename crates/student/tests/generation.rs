@@ -1,6 +1,7 @@
 //! Generation on the tiny fixture models: left-padded batches against one sequence at a time
-//! (libtorch's masked path against the CPU decoder), stop tokens, the streaming callback,
-//! sampling, and GPT-2's position limit.
+//! (on the CPU decoder, and on libtorch's masked path for GPT-2 as loaded), stop tokens, the
+//! streaming callback, sampling, and GPT-2's position limit. The decoder's logits are checked
+//! against libtorch's in `model::decode`'s unit tests.
 
 use std::path::Path;
 
