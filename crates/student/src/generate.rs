@@ -89,6 +89,7 @@ pub fn generate(
     let mut done = vec![false; batch];
     let mut decoder: Option<crate::model::CpuDecoder<'_>> = None;
     let mut last = Vec::new();
+    let mut active: Vec<usize> = (0..batch).collect();
     let mut threads = None;
 
     for step in 0..config.max_new_tokens {
@@ -98,7 +99,7 @@ pub fn generate(
             break;
         }
         let logits = match decoder.as_mut() {
-            Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([batch as i64, -1]),
+            Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([last.len() as i64, -1]),
             None => {
                 let forward = ForwardInput {
                     input_ids: &input,
@@ -108,8 +109,9 @@ pub fn generate(
             }
         };
         let next = pick(&logits, config);
+        // One token per row still decoding on the CPU decoder, else per row of the batch.
         let chosen = Vec::<i64>::try_from(&next)?;
-        for (row, &token) in chosen.iter().enumerate() {
+        for (&row, &token) in active.iter().zip(&chosen) {
             if done[row] {
                 continue;
             }
@@ -133,7 +135,20 @@ pub fn generate(
                 threads = Some(SingleThreaded::enter());
             }
         }
-        last = chosen;
+        if let Some(decoder) = decoder.as_mut() {
+            // Finished rows leave the decoder; libtorch keeps computing them.
+            let keep: Vec<bool> = active.iter().map(|&row| !done[row]).collect();
+            if keep.contains(&false) {
+                decoder.retain(&keep);
+            }
+            last = chosen
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(&t, _)| t)
+                .collect();
+            active.retain(|&row| !done[row]);
+        }
         input = next.unsqueeze(1);
         attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
     }

@@ -3,6 +3,9 @@
 //! streaming callback, sampling, and GPT-2's position limit. The decoder's logits are checked
 //! against libtorch's in `model::decode`'s unit tests.
 
+#[path = "../../gguf/tests/support/assets.rs"]
+mod assets;
+
 use std::path::Path;
 
 use distill_student::{GenerationConfig, LoadedModel, Precision, generate};
@@ -48,6 +51,36 @@ fn a_left_padded_batch_generates_what_each_prompt_does_alone() {
             }
         }
     }
+}
+
+#[test]
+fn rows_of_a_batch_that_stop_early_leave_the_others_unchanged() {
+    // SmolLM2, because the tiny random models answer every prompt with one repeated token.
+    let mut model = LoadedModel::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    model.prepare_for_generation(Precision::F32);
+    let prompts: Vec<Vec<i64>> = (0..3)
+        .map(|b| (0..9 - 2 * b).map(|i| 100 + 37 * i + 1000 * b).collect())
+        .collect();
+    let alone: Vec<Vec<i64>> = prompts
+        .iter()
+        .map(|p| run(&model, std::slice::from_ref(p), &greedy(12)).remove(0))
+        .collect();
+    // A token one prompt produces early and another never: that row ends at it while the
+    // other runs on.
+    let (early, late, stop) = (0..3)
+        .flat_map(|i| (0..3).map(move |j| (i, j)))
+        .find_map(|(i, j)| Some((i, j, *alone[i][..6].iter().find(|t| !alone[j].contains(t))?)))
+        .unwrap_or_else(|| panic!("the prompts give the same tokens: {alone:?}"));
+    let config = GenerationConfig {
+        stop_tokens: vec![stop],
+        ..greedy(12)
+    };
+    let batch = run(&model, &prompts, &config);
+    for (prompt, together) in prompts.iter().zip(&batch) {
+        let single = run(&model, std::slice::from_ref(prompt), &config);
+        assert_eq!(&single[0], together, "prompt {prompt:?}");
+    }
+    assert!(batch[early].len() < batch[late].len(), "{batch:?}");
 }
 
 #[test]

@@ -34,6 +34,29 @@ impl CpuDecoder<'_> {
             CpuDecoder::Gpt2(d) => d.step(tokens),
         }
     }
+
+    /// Keeps the sequences whose `keep` entry is true, in order, and forgets the others
+    /// (finished ones), so that later steps spend nothing on them.
+    pub(crate) fn retain(&mut self, keep: &[bool]) {
+        match self {
+            CpuDecoder::Llama(d) => d.retain(keep),
+            CpuDecoder::Gpt2(d) => d.retain(keep),
+        }
+    }
+}
+
+/// Keeps the items whose `keep` entry is true.
+pub(super) fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
+    let mut flags = keep.iter();
+    items.retain(|_| *flags.next().unwrap_or(&false));
+}
+
+/// Shortens buffers holding one row per sequence from `before` sequences to `after`.
+pub(super) fn shrink_rows(buffers: &mut [&mut Vec<f32>], before: usize, after: usize) {
+    for buffer in buffers {
+        let width = buffer.len() / before.max(1);
+        buffer.truncate(width * after);
+    }
 }
 
 /// The elements of a contiguous f32 CPU tensor, borrowed for as long as the tensor.

@@ -6,7 +6,8 @@ use tch::nn;
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
 use crate::model::decode::{
-    Linear, RowCache, f32_elements, f32_transposed_elements, import_cache, thread_pool,
+    Linear, RowCache, f32_elements, f32_transposed_elements, import_cache, retain_rows, shrink_rows,
+    thread_pool,
 };
 use distill_kernels::{CacheLayout, add_assign, attention, gelu_tanh, layer_norm};
 
@@ -123,6 +124,28 @@ impl<'m> Gpt2Decoder<'m> {
             },
             pool: thread_pool()?,
         })
+    }
+
+    /// Keeps the sequences whose `keep` entry is true (see [`CpuDecoder::retain`]).
+    ///
+    /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
+    pub(crate) fn retain(&mut self, keep: &[bool]) {
+        let before = self.positions.len();
+        retain_rows(&mut self.positions, keep);
+        for rows in &mut self.cache {
+            retain_rows(rows, keep);
+        }
+        let s = &mut self.scratch;
+        let mut buffers = [
+            &mut s.x,
+            &mut s.normed,
+            &mut s.qkv,
+            &mut s.attention,
+            &mut s.projected,
+            &mut s.inner,
+            &mut s.logits,
+        ];
+        shrink_rows(&mut buffers, before, self.positions.len());
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,

@@ -5,7 +5,9 @@ use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
-use crate::model::decode::{Linear, RowCache, Stacked, f32_elements, import_cache, thread_pool};
+use crate::model::decode::{
+    Linear, RowCache, Stacked, f32_elements, import_cache, retain_rows, shrink_rows, thread_pool,
+};
 use distill_kernels::{CacheLayout, add_assign, attention, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
@@ -162,6 +164,31 @@ impl<'m> LlamaDecoder<'m> {
             scratch,
             pool: thread_pool()?,
         })
+    }
+
+    /// Keeps the sequences whose `keep` entry is true (see [`CpuDecoder::retain`]).
+    ///
+    /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
+    pub(crate) fn retain(&mut self, keep: &[bool]) {
+        let before = self.positions.len();
+        retain_rows(&mut self.positions, keep);
+        for rows in &mut self.cache {
+            retain_rows(rows, keep);
+        }
+        let s = &mut self.scratch;
+        let mut buffers = [
+            &mut s.x,
+            &mut s.normed,
+            &mut s.qkv,
+            &mut s.attention,
+            &mut s.projected,
+            &mut s.gate_up,
+            &mut s.activated,
+            &mut s.cos,
+            &mut s.sin,
+            &mut s.logits,
+        ];
+        shrink_rows(&mut buffers, before, self.positions.len());
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
