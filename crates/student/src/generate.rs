@@ -135,22 +135,26 @@ pub fn generate(
                 threads = Some(SingleThreaded::enter());
             }
         }
-        if let Some(decoder) = decoder.as_mut() {
-            // Finished rows leave the decoder; libtorch keeps computing them.
-            let keep: Vec<bool> = active.iter().map(|&row| !done[row]).collect();
-            if keep.contains(&false) {
-                decoder.retain(&keep);
+        match decoder.as_mut() {
+            Some(decoder) => {
+                // Finished rows leave the decoder; libtorch keeps computing them.
+                let keep: Vec<bool> = active.iter().map(|&row| !done[row]).collect();
+                if keep.contains(&false) {
+                    decoder.retain(&keep);
+                }
+                last = chosen
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(&t, _)| t)
+                    .collect();
+                active.retain(|&row| !done[row]);
             }
-            last = chosen
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(&t, _)| t)
-                .collect();
-            active.retain(|&row| !done[row]);
+            None => {
+                input = next.unsqueeze(1);
+                attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
+            }
         }
-        input = next.unsqueeze(1);
-        attention = attention.map(|m| Tensor::cat(&[&m, &m.ones_like().narrow(1, 0, 1)], 1));
     }
     drop(threads);
     Ok(outputs)
