@@ -10,6 +10,7 @@
 //! for all of them, and each keeps its own cache without the padding. Each architecture's
 //! step is in its own `decode` module.
 
+use distill_kernels::{CacheLayout, attention};
 use rayon::ThreadPool;
 use tch::{Device, Kind, Tensor};
 
@@ -46,7 +47,7 @@ impl CpuDecoder<'_> {
 }
 
 /// Keeps the items whose `keep` entry is true.
-pub(super) fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
+fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
     let mut flags = keep.iter();
     items.retain(|_| *flags.next().unwrap_or(&false));
 }
@@ -167,12 +168,7 @@ pub(super) type RowCache = (Vec<f32>, Vec<f32>);
 /// left-padded sequences, as each sequence's position-major rows (`row = heads · head_dim`
 /// floats) without the padding: sequence `b` keeps its last `lens[b]` positions. Each has room
 /// for `capacity` more positions. `None` when the shapes disagree.
-pub(super) fn import_cache(
-    cache: &KvCache,
-    lens: &[usize],
-    row: usize,
-    capacity: usize,
-) -> Option<Vec<Vec<RowCache>>> {
+fn import_cache(cache: &KvCache, lens: &[usize], row: usize, capacity: usize) -> Option<Vec<Vec<RowCache>>> {
     let width = cache.len();
     let rows = |t: &Tensor, b: usize, len: usize| -> Option<Vec<f32>> {
         let mut out = Vec::with_capacity((len + capacity) * row);
@@ -200,15 +196,107 @@ pub(super) fn import_cache(
         .collect()
 }
 
-/// The threads a decoder splits its products across: as many as libtorch's intra-op threads,
-/// so that `set_num_threads` and `OMP_NUM_THREADS` govern both.
-pub(super) fn thread_pool() -> Option<ThreadPool> {
-    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("distill-decode-{i}"))
-        .build()
-        .ok()
+/// The sequences a decoder continues: their caches, their next positions, and the threads
+/// that decode them.
+pub(super) struct Sequences {
+    /// Per layer, per sequence, keys and values position after position.
+    cache: Vec<Vec<RowCache>>,
+    /// Each sequence's next position.
+    positions: Vec<usize>,
+    /// As many threads as libtorch's intra-op threads, so that `set_num_threads` and
+    /// `OMP_NUM_THREADS` govern both.
+    pool: ThreadPool,
+}
+
+impl Sequences {
+    /// The left-padded sequences whose prefixes `cache` holds (`lens[b]` real tokens in row
+    /// `b`), each cached position `row` floats wide, with room for `room` more positions.
+    pub(super) fn new(cache: &KvCache, lens: &[usize], row: usize, room: usize) -> Option<Self> {
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("distill-decode-{i}"))
+            .build()
+            .ok()?;
+        Some(Self {
+            cache: import_cache(cache, lens, row, room)?,
+            positions: lens.to_vec(),
+            pool,
+        })
+    }
+
+    /// How many sequences are decoding.
+    pub(super) fn count(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Keeps the sequences whose `keep` entry is true; returns how many there were before.
+    pub(super) fn retain(&mut self, keep: &[bool]) -> usize {
+        let before = self.count();
+        retain_rows(&mut self.positions, keep);
+        for rows in &mut self.cache {
+            retain_rows(rows, keep);
+        }
+        before
+    }
+
+    /// One step on the pool: `decode(tokens, positions, caches)` with each sequence's new
+    /// token (checked against `vocab`) and position, and each layer's caches; then every
+    /// sequence moves on one position.
+    ///
+    /// # Panics
+    /// If a token is outside the vocabulary, or there is not one per sequence.
+    pub(super) fn step(
+        &mut self,
+        tokens: &[i64],
+        vocab: usize,
+        decode: impl FnOnce(&[usize], &[usize], &mut [Vec<RowCache>]) + Send,
+    ) {
+        assert_eq!(tokens.len(), self.count(), "one token per sequence");
+        let tokens: Vec<usize> = tokens
+            .iter()
+            .map(|&t| match usize::try_from(t) {
+                Ok(t) if t < vocab => t,
+                _ => panic!("token {t} is outside the vocabulary"),
+            })
+            .collect();
+        let Self {
+            cache,
+            positions,
+            pool,
+        } = self;
+        pool.install(|| decode(&tokens, positions, cache));
+        for p in &mut self.positions {
+            *p += 1;
+        }
+    }
+}
+
+/// Attention of each sequence's new position: appends its key and value (from its row of
+/// `qkv`, laid out `[q (q_width) | k (kv_width) | v (kv_width)]`) to its cache, and writes
+/// its output to its `q_width` floats of `out`. `scores` is scratch.
+pub(super) fn attend_rows(
+    rows: &mut [RowCache],
+    qkv: &[f32],
+    (q_width, kv_width, head_dim): (usize, usize, usize),
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let row_width = q_width + 2 * kv_width;
+    let per_row = qkv.chunks_exact(row_width).zip(out.chunks_exact_mut(q_width));
+    for ((keys, values), (qkv, out)) in rows.iter_mut().zip(per_row) {
+        let (q, kv) = qkv.split_at(q_width);
+        let (k, v) = kv.split_at(kv_width);
+        keys.extend_from_slice(k);
+        values.extend_from_slice(v);
+        let layout = CacheLayout {
+            len: keys.len() / kv_width,
+            stride: kv_width,
+            head_dim,
+        };
+        scores.resize(q_width / head_dim * layout.len, 0.0);
+        attention(q, keys, values, layout, scores, out);
+    }
 }
 
 /// What the architectures' decoder tests share.

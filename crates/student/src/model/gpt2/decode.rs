@@ -1,15 +1,13 @@
 //! One decode step of a GPT-2 on the CPU in f32 (see `model::decode`).
 
-use rayon::ThreadPool;
 use tch::nn;
 
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
 use crate::model::decode::{
-    Linear, RowCache, f32_elements, f32_transposed_elements, import_cache, retain_rows, shrink_rows,
-    thread_pool,
+    Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, shrink_rows,
 };
-use distill_kernels::{CacheLayout, add_assign, attention, gelu_tanh, layer_norm};
+use distill_kernels::{add_assign, gelu_tanh, layer_norm};
 
 /// A Conv1D (`[in, out]` weight) as a linear layer; its weight must be stored column-major,
 /// which [`Gpt2::store_projections_for_decoding`] arranges, so that the rows of `[out, in]`
@@ -74,12 +72,11 @@ pub(crate) struct Gpt2Decoder<'m> {
     wpe: &'m [f32],
     layers: Vec<Layer<'m>>,
     ln_f: (&'m [f32], &'m [f32]),
-    /// Per layer, per sequence, keys and values position after position, `width` floats each.
-    cache: Vec<Vec<RowCache>>,
-    /// Each sequence's next position.
-    positions: Vec<usize>,
+    /// The tied output head: `wte` as a linear layer.
+    head: Linear<'m>,
+    /// Cached positions are `width` floats wide.
+    sequences: Sequences,
     scratch: Scratch,
-    pool: ThreadPool,
 }
 
 impl<'m> Gpt2Decoder<'m> {
@@ -97,6 +94,7 @@ impl<'m> Gpt2Decoder<'m> {
         let layers = model.blocks.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
         let inner = usize::try_from(c.inner()).ok()?;
         let vocab = usize::try_from(c.vocab_size).ok()?;
+        let wte = f32_elements(&model.wte.ws)?;
         let room = new_tokens.min(max_positions);
         let n = lens.len();
         Some(Self {
@@ -105,12 +103,12 @@ impl<'m> Gpt2Decoder<'m> {
             vocab,
             max_positions,
             eps: c.layer_norm_epsilon as f32,
-            wte: f32_elements(&model.wte.ws)?,
+            wte,
             wpe: f32_elements(&model.wpe.ws)?,
             layers,
             ln_f: norm(&model.ln_f)?,
-            cache: import_cache(cache, lens, width, room)?,
-            positions: lens.to_vec(),
+            head: Linear::new(wte, c.vocab_size, None)?,
+            sequences: Sequences::new(cache, lens, width, room)?,
             scratch: Scratch {
                 x: vec![0.0; n * width],
                 normed: vec![0.0; n * width],
@@ -122,7 +120,6 @@ impl<'m> Gpt2Decoder<'m> {
                 logits: vec![0.0; n * vocab],
                 transposed: Vec::new(),
             },
-            pool: thread_pool()?,
         })
     }
 
@@ -130,11 +127,7 @@ impl<'m> Gpt2Decoder<'m> {
     ///
     /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
     pub(crate) fn retain(&mut self, keep: &[bool]) {
-        let before = self.positions.len();
-        retain_rows(&mut self.positions, keep);
-        for rows in &mut self.cache {
-            retain_rows(rows, keep);
-        }
+        let before = self.sequences.retain(keep);
         let s = &mut self.scratch;
         let mut buffers = [
             &mut s.x,
@@ -145,7 +138,7 @@ impl<'m> Gpt2Decoder<'m> {
             &mut s.inner,
             &mut s.logits,
         ];
-        shrink_rows(&mut buffers, before, self.positions.len());
+        shrink_rows(&mut buffers, before, self.sequences.count());
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
@@ -155,8 +148,6 @@ impl<'m> Gpt2Decoder<'m> {
     /// If a token is outside the vocabulary, there is not one per sequence, or a sequence
     /// outgrows the learned positions.
     pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
-        assert_eq!(tokens.len(), self.positions.len(), "one token per sequence");
-        let pool = &self.pool;
         let (w, heads, eps, n) = (self.width, self.heads, self.eps, tokens.len());
         let Self {
             vocab,
@@ -165,16 +156,13 @@ impl<'m> Gpt2Decoder<'m> {
             wpe,
             layers,
             ln_f,
-            cache,
-            positions,
+            head,
+            sequences,
             scratch: s,
             ..
         } = self;
-        pool.install(|| {
-            for (b, &token) in tokens.iter().enumerate() {
-                let token = usize::try_from(token).expect("token ids are non-negative");
-                assert!(token < *vocab, "token {token} is outside the vocabulary");
-                let position = positions[b];
+        sequences.step(tokens, *vocab, |tokens, positions, cache| {
+            for (b, (&token, &position)) in tokens.iter().zip(positions).enumerate() {
                 assert!(position < *max_positions, "GPT-2 has no position {position}");
                 let x = &mut s.x[b * w..(b + 1) * w];
                 x.copy_from_slice(&wte[token * w..(token + 1) * w]);
@@ -185,19 +173,7 @@ impl<'m> Gpt2Decoder<'m> {
                 layer
                     .c_attn
                     .apply_batch(&s.normed, n, &mut s.qkv, 0, &mut s.transposed);
-                for (b, (keys, values)) in rows.iter_mut().enumerate() {
-                    let qkv = &s.qkv[b * 3 * w..(b + 1) * 3 * w];
-                    keys.extend_from_slice(&qkv[w..2 * w]);
-                    values.extend_from_slice(&qkv[2 * w..]);
-                    let layout = CacheLayout {
-                        len: keys.len() / w,
-                        stride: w,
-                        head_dim: w / heads,
-                    };
-                    s.scores.resize(heads * layout.len, 0.0);
-                    let out = &mut s.attention[b * w..(b + 1) * w];
-                    attention(&qkv[..w], keys, values, layout, &mut s.scores, out);
-                }
+                attend_rows(rows, &s.qkv, (w, w, w / heads), &mut s.scores, &mut s.attention);
                 layer
                     .attn_proj
                     .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
@@ -214,16 +190,8 @@ impl<'m> Gpt2Decoder<'m> {
                 add_assign(&mut s.x, &s.projected);
             }
             norm_rows(&s.x, *ln_f, eps, &mut s.normed);
-            let head = Linear {
-                weight: wte,
-                bias: None,
-                rows: *vocab,
-            };
             head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
         });
-        for p in &mut self.positions {
-            *p += 1;
-        }
         &self.scratch.logits
     }
 }

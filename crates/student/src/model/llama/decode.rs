@@ -1,14 +1,11 @@
 //! One decode step of a Llama on the CPU in f32 (see `model::decode`).
 
-use rayon::ThreadPool;
 use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
-use crate::model::decode::{
-    Linear, RowCache, Stacked, f32_elements, import_cache, retain_rows, shrink_rows, thread_pool,
-};
-use distill_kernels::{CacheLayout, add_assign, attention, rms_norm, rotate_heads, silu_mul};
+use crate::model::decode::{Linear, RowCache, Sequences, Stacked, attend_rows, f32_elements, shrink_rows};
+use distill_kernels::{add_assign, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
 fn linear(layer: &nn::Linear) -> Option<Linear<'_>> {
@@ -102,15 +99,11 @@ pub(crate) struct LlamaDecoder<'m> {
     embed: &'m [f32],
     layers: Vec<Layer<'m>>,
     norm: &'m [f32],
-    head: &'m [f32],
+    head: Linear<'m>,
     inv_freq: Vec<f32>,
-    /// Per layer, per sequence, keys and values position after position, `kv_heads · head_dim`
-    /// floats each.
-    cache: Vec<Vec<RowCache>>,
-    /// Each sequence's next position.
-    positions: Vec<usize>,
+    /// Cached positions are `kv_heads · head_dim` floats wide.
+    sequences: Sequences,
     scratch: Scratch,
-    pool: ThreadPool,
 }
 
 impl<'m> LlamaDecoder<'m> {
@@ -131,12 +124,12 @@ impl<'m> LlamaDecoder<'m> {
         let layers = model.layers.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
         let embed = f32_elements(&model.embed_tokens.ws)?;
         let head = match &model.lm_head {
-            Some(head) => linear(head)?.weight,
-            None => embed,
+            Some(head) => linear(head)?,
+            None => Linear::new(embed, c.vocab_size, None)?,
         };
         let longest = lens.iter().max().copied().unwrap_or(0);
         let room = new_tokens.min(usize::try_from(c.max_position_embeddings).unwrap_or(0).max(1));
-        let cache = import_cache(cache, lens, dims.kv_heads * dims.head_dim, room)?;
+        let sequences = Sequences::new(cache, lens, dims.kv_heads * dims.head_dim, room)?;
         let n = lens.len();
         let scratch = Scratch {
             x: vec![0.0; n * dims.hidden],
@@ -159,10 +152,8 @@ impl<'m> LlamaDecoder<'m> {
             norm: f32_elements(&model.norm.weight)?,
             head,
             inv_freq: c.inverse_frequencies().iter().map(|&f| f as f32).collect(),
-            cache,
-            positions: lens.to_vec(),
+            sequences,
             scratch,
-            pool: thread_pool()?,
         })
     }
 
@@ -170,11 +161,7 @@ impl<'m> LlamaDecoder<'m> {
     ///
     /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
     pub(crate) fn retain(&mut self, keep: &[bool]) {
-        let before = self.positions.len();
-        retain_rows(&mut self.positions, keep);
-        for rows in &mut self.cache {
-            retain_rows(rows, keep);
-        }
+        let before = self.sequences.retain(keep);
         let s = &mut self.scratch;
         let mut buffers = [
             &mut s.x,
@@ -188,7 +175,7 @@ impl<'m> LlamaDecoder<'m> {
             &mut s.sin,
             &mut s.logits,
         ];
-        shrink_rows(&mut buffers, before, self.positions.len());
+        shrink_rows(&mut buffers, before, self.sequences.count());
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
@@ -197,8 +184,6 @@ impl<'m> LlamaDecoder<'m> {
     /// # Panics
     /// If a token is outside the vocabulary, or there is not one per sequence.
     pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
-        assert_eq!(tokens.len(), self.positions.len(), "one token per sequence");
-        let pool = &self.pool;
         let Self {
             dims,
             embed,
@@ -206,20 +191,15 @@ impl<'m> LlamaDecoder<'m> {
             norm,
             head,
             inv_freq,
-            cache,
-            positions,
+            sequences,
             scratch: s,
-            ..
         } = self;
         let (h, half, n) = (dims.hidden, inv_freq.len(), tokens.len());
-        pool.install(|| {
-            for (b, &token) in tokens.iter().enumerate() {
-                let token = usize::try_from(token).expect("token ids are non-negative");
-                assert!(token < dims.vocab, "token {token} is outside the vocabulary");
+        sequences.step(tokens, dims.vocab, |tokens, positions, cache| {
+            for (b, (&token, &position)) in tokens.iter().zip(positions).enumerate() {
                 s.x[b * h..(b + 1) * h].copy_from_slice(&embed[token * h..(token + 1) * h]);
-                let position = positions[b] as f32;
                 for (i, &f) in inv_freq.iter().enumerate() {
-                    let angle = position * f;
+                    let angle = position as f32 * f;
                     (s.cos[b * half + i], s.sin[b * half + i]) = (angle.cos(), angle.sin());
                 }
             }
@@ -230,16 +210,8 @@ impl<'m> LlamaDecoder<'m> {
             for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
                 rms_norm(x, norm, dims.eps, normed);
             }
-            let head = Linear {
-                weight: head,
-                bias: None,
-                rows: dims.vocab,
-            };
             head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
         });
-        for p in &mut self.positions {
-            *p += 1;
-        }
         &self.scratch.logits
     }
 }
@@ -255,22 +227,12 @@ fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Sc
     layer.qkv.apply_batch(&s.normed, n, &mut s.qkv, &mut s.transposed);
     let (q_width, kv_width) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
     let row_width = q_width + 2 * kv_width;
-    for (b, (keys, values)) in rows.iter_mut().enumerate() {
-        let qkv = &mut s.qkv[b * row_width..(b + 1) * row_width];
-        let (qk, v) = qkv.split_at_mut(q_width + kv_width);
-        let (cos, sin) = (&s.cos[b * half..(b + 1) * half], &s.sin[b * half..(b + 1) * half]);
-        rotate_heads(qk, cos, sin);
-        keys.extend_from_slice(&qk[q_width..]);
-        values.extend_from_slice(v);
-        let layout = CacheLayout {
-            len: keys.len() / kv_width,
-            stride: kv_width,
-            head_dim: d.head_dim,
-        };
-        s.scores.resize(d.heads * layout.len, 0.0);
-        let out = &mut s.attention[b * q_width..(b + 1) * q_width];
-        attention(&qk[..q_width], keys, values, layout, &mut s.scores, out);
+    let angles = s.cos.chunks_exact(half).zip(s.sin.chunks_exact(half));
+    for (qkv, (cos, sin)) in s.qkv.chunks_exact_mut(row_width).zip(angles) {
+        rotate_heads(&mut qkv[..q_width + kv_width], cos, sin);
     }
+    let widths = (q_width, kv_width, d.head_dim);
+    attend_rows(rows, &s.qkv, widths, &mut s.scores, &mut s.attention);
     layer
         .o
         .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
