@@ -1,5 +1,6 @@
-//! f32 CPU kernels for decoding one sequence: matrix-vector products split across the threads
-//! of the current rayon pool, and the small vector operations between them.
+//! f32 CPU kernels for decoding one sequence or a small batch: matrix-vector (and few-vector)
+//! products split across the threads of the current rayon pool, and the small vector
+//! operations between them.
 //!
 //! Decoding one token reads every weight once, so it is bound by memory bandwidth, and a
 //! libtorch op costs microseconds of dispatch whatever its size. These kernels read row-major
@@ -40,11 +41,17 @@ pub fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
         .for_each(|(outs, ws)| matmat_serial(ws, xs, batch, outs));
 }
 
+/// Whether this CPU runs the `avx2` kernels (checked once, then cached by the standard library).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// [`matmat`] on the calling thread.
 fn matmat_serial(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
     let cols = xs.len() / batch;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { avx2::matmat(w, xs, batch, out) };
         return;
@@ -59,7 +66,7 @@ fn matmat_serial(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
 /// [`matvec`] on the calling thread.
 fn matvec_serial(w: &[f32], x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { avx2::matvec(w, x, y) };
         return;
@@ -72,7 +79,7 @@ fn matvec_serial(w: &[f32], x: &[f32], y: &mut [f32]) {
 /// `a · b`.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
         return unsafe { avx2::dot(a, b) };
     }

@@ -60,8 +60,7 @@ pub fn generate(
         return Err(Error::Input("a prompt has no tokens".into()));
     }
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let positions = model.max_positions().unwrap_or(usize::MAX);
-    if width > positions {
+    if let Some(positions) = model.max_positions().filter(|&p| width > p) {
         return Err(Error::Input(format!(
             "a prompt of {width} tokens is longer than the model's {positions} positions"
         )));
@@ -92,12 +91,7 @@ pub fn generate(
     let mut active: Vec<usize> = (0..batch).collect();
     let mut threads = None;
 
-    for step in 0..config.max_new_tokens {
-        if width + step > positions {
-            // The next token would need a position the model does not have: stop as at the
-            // token limit.
-            break;
-        }
+    for step in 0..new_token_limit(model, width, config.max_new_tokens) {
         let logits = match decoder.as_mut() {
             Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([last.len() as i64, -1]),
             None => {
@@ -158,6 +152,16 @@ pub fn generate(
     }
     drop(threads);
     Ok(outputs)
+}
+
+/// How many tokens [`generate`] adds at most after a prompt of `prompt_len` tokens:
+/// `max_new_tokens`, or fewer where the model's learned positions run out (the last token is
+/// chosen from the last position and never fed back).
+pub fn new_token_limit(model: &CausalLm, prompt_len: usize, max_new_tokens: usize) -> usize {
+    match model.max_positions() {
+        Some(positions) => max_new_tokens.min((positions + 1).saturating_sub(prompt_len)),
+        None => max_new_tokens,
+    }
 }
 
 /// Runs libtorch on one intra-op thread until dropped. Decoding one sequence is a chain of

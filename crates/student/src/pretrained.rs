@@ -7,7 +7,7 @@ use tch::Device;
 
 use crate::checkpoint::{LoadedModel, hf};
 use crate::error::Result;
-use crate::generate::{GenerationConfig, generate};
+use crate::generate::{GenerationConfig, generate, new_token_limit};
 use crate::model::Precision;
 use crate::tokenizer::{Message, Tokenizer};
 
@@ -120,8 +120,7 @@ impl Pretrained {
             text: self.tokenizer.decode(&tokens, true)?,
             prompt_tokens: ids.len(),
             completion_tokens: new_tokens.len(),
-            stopped: new_tokens.len() < config.max_new_tokens
-                && self.model.model.max_positions() != Some(ids.len() + new_tokens.len()),
+            stopped: new_tokens.len() < new_token_limit(&self.model.model, ids.len(), config.max_new_tokens),
             first_token_seconds: first_token.unwrap_or_default(),
             total_seconds: started.elapsed().as_secs_f64(),
         })

@@ -152,6 +152,10 @@ fn gpt2_stops_at_its_last_position_and_refuses_longer_prompts() {
         let prompt: Vec<i64> = (0..60).map(|i| i % 90).collect();
         let out = run(&model, &[prompt], &greedy(10));
         assert_eq!(out[0].len(), 5, "prepared: {prepared}");
+        assert_eq!(
+            distill_student::generate::new_token_limit(&model.model, 60, 10),
+            5
+        );
         let long: Vec<i64> = (0..65).map(|i| i % 90).collect();
         let error = generate(&model.model, &[long], &greedy(1), &mut |_, _| {}).unwrap_err();
         assert!(error.to_string().contains("64 positions"), "{error}");
