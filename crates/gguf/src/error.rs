@@ -1,4 +1,7 @@
 //! Errors from reading and writing GGUF files.
+//!
+//! As everywhere in distill, a message leaves its source out and the source is chained
+//! (`std::error::Error::source`), so that walking the chain prints each cause once.
 
 use std::path::PathBuf;
 
@@ -7,7 +10,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -15,6 +18,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// GGUF bytes could not be written to their destination.
+    #[error("cannot write the GGUF data")]
+    Write(#[source] std::io::Error),
     /// The first four bytes are not `GGUF`.
     #[error("not a GGUF file (magic {found:02x?})")]
     BadMagic {
@@ -34,7 +40,7 @@ pub enum Error {
         /// What was being read.
         what: &'static str,
     },
-    /// A structurally invalid value: a bad type code, an impossible size, a bad string.
+    /// A structurally invalid value: a bad type code, an impossible size.
     #[error("invalid GGUF at byte {offset}: {reason}")]
     Invalid {
         /// Where the problem was found.
@@ -42,7 +48,19 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A tensor whose data lies outside the file or whose size overflows.
+    /// A string (a key, a name, a value) that is not UTF-8.
+    #[error("invalid GGUF at byte {offset}: {what} is not UTF-8")]
+    NotUtf8 {
+        /// Where the string starts.
+        offset: u64,
+        /// What the string is.
+        what: &'static str,
+        /// The decoding error.
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    /// A tensor whose data lies outside the file, whose size overflows, or whose bytes do not
+    /// match its type and shape.
     #[error("tensor `{name}`: {reason}")]
     BadTensor {
         /// The tensor's name.
@@ -58,7 +76,10 @@ pub enum Error {
         /// Its type.
         kind: crate::GgmlType,
     },
-    /// A metadata key that is missing or has the wrong type.
+    /// A metadata key that is not in the file.
+    #[error("metadata `{0}`: missing")]
+    MissingMetadata(String),
+    /// A metadata value of the wrong type, or one that cannot be written.
     #[error("metadata `{key}`: {reason}")]
     Metadata {
         /// The key.
@@ -69,6 +90,37 @@ pub enum Error {
     /// A tensor name that is not in the file.
     #[error("no tensor named `{0}`")]
     MissingTensor(String),
+}
+
+/// What kind of failure an [`Error`] is, for callers that treat them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file could not be opened, read or written (the source says why).
+    Io,
+    /// The bytes are not a well-formed GGUF file, or not what a writer was asked to write.
+    Malformed,
+    /// Well-formed, but a version or tensor type this crate does not handle.
+    Unsupported,
+    /// A metadata key or a tensor that is not in the file.
+    Missing,
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } | Error::Write(_) => ErrorKind::Io,
+            Error::BadMagic { .. }
+            | Error::Truncated { .. }
+            | Error::Invalid { .. }
+            | Error::NotUtf8 { .. }
+            | Error::BadTensor { .. }
+            | Error::Metadata { .. } => ErrorKind::Malformed,
+            Error::UnsupportedVersion(_) | Error::UnsupportedType { .. } => ErrorKind::Unsupported,
+            Error::MissingMetadata(_) | Error::MissingTensor(_) => ErrorKind::Missing,
+        }
+    }
 }
 
 /// A `Result` with this crate's [`Error`].

@@ -20,7 +20,7 @@ mod types;
 mod writer;
 
 pub use dequant::{dequantize, quantize_q8_0};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use reader::{GgufFile, TensorInfo};
 pub use types::{GgmlType, Value};
 pub use writer::{TensorData, write_gguf};

@@ -203,10 +203,7 @@ impl GgufFile {
     }
 
     fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key).ok_or_else(|| Error::Metadata {
-            key: key.into(),
-            reason: "missing".into(),
-        })
+        self.get(key).ok_or_else(|| Error::MissingMetadata(key.into()))
     }
 
     /// The architecture named by `general.architecture` (for example `llama`).
@@ -348,9 +345,10 @@ impl<R: Read> Bounded<R> {
         let len = self.u64(what)?;
         let start = self.pos;
         let bytes = self.bytes(len, what)?;
-        String::from_utf8(bytes).map_err(|e| Error::Invalid {
+        String::from_utf8(bytes).map_err(|source| Error::NotUtf8 {
             offset: start,
-            reason: format!("{what} is not UTF-8: {e}"),
+            what,
+            source,
         })
     }
 

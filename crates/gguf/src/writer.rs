@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use crate::error::{Error, Result};
 use crate::types::{GgmlType, Value};
 
 const ALIGNMENT: u64 = 32;
@@ -21,8 +22,49 @@ pub struct TensorData {
 
 /// Writes a GGUF v3 file to `out`.
 ///
-/// Errors with `InvalidInput` when a tensor's byte length does not match its type and shape.
-pub fn write_gguf(
+/// Checks what it is given: a tensor whose byte length does not match its type and shape is
+/// [`Error::BadTensor`], a metadata array whose items differ in type is [`Error::Metadata`];
+/// failures of `out` itself are [`Error::Write`].
+pub fn write_gguf(out: &mut impl Write, metadata: &[(String, Value)], tensors: &[TensorData]) -> Result<()> {
+    for (key, value) in metadata {
+        check_homogeneous(key, value)?;
+    }
+    for t in tensors {
+        let elements: u64 = t.dims.iter().product();
+        if t.kind.byte_size(elements) != Some(t.bytes.len() as u64) {
+            return Err(Error::BadTensor {
+                name: t.name.clone(),
+                reason: format!(
+                    "{} bytes do not match {:?} of {:?}",
+                    t.bytes.len(),
+                    t.kind,
+                    t.dims
+                ),
+            });
+        }
+    }
+    write_checked(out, metadata, tensors).map_err(Error::Write)
+}
+
+/// GGUF arrays are homogeneous, nested ones too.
+fn check_homogeneous(key: &str, value: &Value) -> Result<()> {
+    if let Value::Array(items) = value {
+        let code = items.first().map_or(0, Value::type_code);
+        if items.iter().any(|v| v.type_code() != code) {
+            return Err(Error::Metadata {
+                key: key.into(),
+                reason: "GGUF arrays must be homogeneous".into(),
+            });
+        }
+        for item in items {
+            check_homogeneous(key, item)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes what [`write_gguf`] has checked; only `out` can fail.
+fn write_checked(
     out: &mut impl Write,
     metadata: &[(String, Value)],
     tensors: &[TensorData],
@@ -39,19 +81,6 @@ pub fn write_gguf(
     }
     let mut offset = 0u64;
     for t in tensors {
-        let elements: u64 = t.dims.iter().product();
-        if t.kind.byte_size(elements) != Some(t.bytes.len() as u64) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "tensor `{}`: {} bytes do not match {:?} of {:?}",
-                    t.name,
-                    t.bytes.len(),
-                    t.kind,
-                    t.dims
-                ),
-            ));
-        }
         written += write_string(out, &t.name)?;
         out.write_all(&(t.dims.len() as u32).to_le_bytes())?;
         for d in &t.dims {
@@ -96,14 +125,8 @@ fn write_value(out: &mut impl Write, value: &Value) -> io::Result<u64> {
         Value::I64(v) => out.write_all(&v.to_le_bytes()).map(|_| 8)?,
         Value::F64(v) => out.write_all(&v.to_le_bytes()).map(|_| 8)?,
         Value::Array(items) => {
-            // GGUF arrays are homogeneous; an empty array is written as u8.
+            // Homogeneous (checked by `write_gguf`); an empty array is written as u8.
             let code = items.first().map_or(0, Value::type_code);
-            if items.iter().any(|v| v.type_code() != code) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "GGUF arrays must be homogeneous",
-                ));
-            }
             out.write_all(&code.to_le_bytes())?;
             out.write_all(&(items.len() as u64).to_le_bytes())?;
             let mut n = 12;
