@@ -232,29 +232,9 @@ impl Args {
     }
 }
 
-/// Keeps freed memory in the process. A training step allocates and frees the same few
-/// hundred-megabyte tensors every time; by default glibc hands them back to the kernel and then
-/// faults every page in again, which costs about 15% of a CPU step (measured in
-/// docs/benchmarks.md). With no mmap for large blocks and no trimming, they are reused.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_MAX: i32 = -4;
-        // SAFETY: mallopt only changes allocator tuning; called before the trainer allocates.
-        unsafe {
-            mallopt(M_MMAP_MAX, 0);
-            // -1 becomes SIZE_MAX inside glibc: never trim.
-            mallopt(M_TRIM_THRESHOLD, -1);
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    keep_freed_memory();
+    // Before the trainer allocates: about 15% of a CPU step (see its docs).
+    distill::student::alloc::keep_freed_memory();
     if let Some(n) = args.threads {
         if n < 1 {
             bail!("--threads must be at least 1");

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use distill_data::prompts::SplitMix64;
+use distill_student::Pretrained;
 use distill_student::shrink::{evenly_spaced_layers, select_layers};
 use distill_student::train::data::{Preparer, Sequence, SoftSource, split_examples};
-use distill_student::train::setup::{ModelWithTokenizer, load_model};
 use distill_student::train::{DeviceChoice, LossKind, TrainConfig, Trainer};
 use tch::Device;
 
@@ -29,9 +29,9 @@ const BATCH: usize = 8;
 const LEN: usize = 256;
 const VARIABLE_EXAMPLES: usize = 32;
 
-fn student(full: &ModelWithTokenizer) -> ModelWithTokenizer {
+fn student(full: &Pretrained) -> Pretrained {
     let layers = evenly_spaced_layers(30, 6).unwrap();
-    ModelWithTokenizer {
+    Pretrained {
         model: select_layers(&full.model, &layers).unwrap(),
         tokenizer: full.tokenizer.clone(),
     }
@@ -84,30 +84,15 @@ fn random_sequences(vocab: u64, top_k: usize) -> Vec<Sequence> {
         .collect()
 }
 
-/// The allocator tuning `distill train` applies (see `keep_freed_memory` in
-/// examples/distill/train.rs), so that the bench measures what the CLI runs. `DISTILL_BENCH_MALLOC=default`
-/// leaves glibc's defaults, for the comparison in docs/benchmarks.md.
-fn keep_freed_memory() {
-    if std::env::var("DISTILL_BENCH_MALLOC").is_ok_and(|v| v == "default") {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        // SAFETY: allocator tuning only, before the bench allocates tensors.
-        unsafe {
-            mallopt(-4, 0); // M_MMAP_MAX
-            mallopt(-1, -1); // M_TRIM_THRESHOLD: never trim
-        }
-    }
-}
-
 fn bench_training(c: &mut Criterion) {
-    keep_freed_memory();
+    // The allocator tuning `distill train` applies, so that the bench measures what the CLI runs.
+    // `DISTILL_BENCH_MALLOC=default` leaves glibc's defaults, for the comparison in
+    // docs/benchmarks.md.
+    if !std::env::var("DISTILL_BENCH_MALLOC").is_ok_and(|v| v == "default") {
+        distill_student::alloc::keep_freed_memory();
+    }
     let gguf = assets::smollm2_gguf();
-    let full = load_model(&gguf, Device::Cpu).unwrap();
+    let full = Pretrained::load(&gguf, Device::Cpu).unwrap();
     let vocab = full.model.config.vocab_size() as u64;
     let out = tempfile::tempdir().unwrap();
 

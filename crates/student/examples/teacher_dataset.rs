@@ -110,11 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if writer.contains(&p.id) {
             continue;
         }
-        let messages: Vec<Message> = p
-            .messages
-            .iter()
-            .map(|m| Message::new(m.role.as_str(), m.content.clone()))
-            .collect();
+        let messages: Vec<Message> = p.messages.iter().map(Message::from).collect();
         let text = tokenizer.render_chat(&messages, true)?;
         let ids = tokenizer
             .encode(&text, false)?

@@ -4,6 +4,7 @@
 //! tokenizers, generation and the distillation trainer.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod checkpoint;
 mod error;
 pub mod generate;
@@ -14,7 +15,7 @@ pub mod tokenizer;
 pub mod train;
 
 pub use checkpoint::LoadedModel;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result, SafetensorsError};
 pub use generate::{GenerationConfig, generate};
 pub use model::{CausalLm, ForwardInput, KvCache, LlamaConfig, Precision};
 pub use pretrained::{Pretrained, Reply};

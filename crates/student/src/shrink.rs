@@ -1,7 +1,6 @@
 //! Building a smaller student from a teacher: keep a subset of its layers (as DistilBERT and
-//! distilgpt2 did), or start from a smaller fresh configuration initialised as transformers does.
-
-use tch::nn;
+//! distilgpt2 did). A smaller fresh configuration is initialised as transformers does by
+//! [`crate::model::init_like_transformers`].
 
 use crate::checkpoint::LoadedModel;
 use crate::error::{Error, Result};
@@ -49,23 +48,6 @@ pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedMode
         var.f_copy_(&from[&source_name])?;
     }
     Ok(student)
-}
-
-/// Re-initialises every variable as transformers' `_init_weights` does for Llama:
-/// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms 1.
-pub fn init_like_transformers(vs: &nn::VarStore, std: f64) {
-    let _guard = tch::no_grad_guard();
-    // In name order: `variables()` is a HashMap, and the draws must not depend on its order.
-    let sorted: std::collections::BTreeMap<_, _> = vs.variables().into_iter().collect();
-    for (name, mut var) in sorted {
-        if name.ends_with("norm.weight") {
-            let _ = var.fill_(1.0);
-        } else if name.ends_with(".bias") {
-            let _ = var.zero_();
-        } else {
-            let _ = var.normal_(0.0, std);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use distill_student::LoadedModel;
 use distill_student::checkpoint::hub::{HubOptions, locate};
+use distill_student::{ErrorKind, LoadedModel};
 use tch::Device;
 
 #[test]
@@ -44,7 +44,11 @@ fn an_uncached_model_offline_fails_fast_with_the_cache_path() {
         revision: None,
     };
     let started = Instant::now();
-    let error = locate("distilgpt2", &options).unwrap_err().to_string();
+    let error = locate("distilgpt2", &options).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+    // The message says all there is: no hf-hub error is chained to repeat it.
+    assert!(std::error::Error::source(&error).is_none(), "{error:?}");
+    let error = error.to_string();
     assert!(
         started.elapsed().as_secs_f64() < 10.0,
         "took {:?}",
@@ -69,10 +73,7 @@ fn existing_paths_are_returned_as_they_are() {
         locate(dir.path().to_str().unwrap(), &options).unwrap(),
         dir.path()
     );
-    assert!(
-        locate("missing/file.gguf", &options)
-            .unwrap_err()
-            .to_string()
-            .contains("no such file")
-    );
+    let error = locate("missing/file.gguf", &options).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+    assert!(error.to_string().contains("no such file"), "{error}");
 }

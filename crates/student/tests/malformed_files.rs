@@ -1,7 +1,11 @@
 //! The malformed-checkpoint corpus (`tests/fixtures/malformed`, written by its script): each
 //! mutant of a tiny valid GGUF file and HF directory breaks one size, offset, count, type or
-//! config value. Loading one must fail with an error that names the file, never panic, and
-//! never allocate what the file cannot back; the valid originals load.
+//! config value. Loading one must fail with an error that names the file, with each cause in
+//! its chain once, never panic, and never allocate what the file cannot back; the valid
+//! originals load.
+
+#[path = "../../gguf/tests/support/chain.rs"]
+mod chain;
 
 use std::path::{Path, PathBuf};
 
@@ -38,11 +42,7 @@ fn load_all(kind: &str, valid: &str) -> Vec<(String, String)> {
             ),
             Err(e) => {
                 assert_ne!(name, valid, "the valid file failed: {e}");
-                let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ");
-                failures.push((name, chain));
+                failures.push((name, chain::chain_line(&e)));
             }
         }
     }

@@ -1,6 +1,9 @@
 //! Tokenizer and chat-template parity with transformers, on fixtures made by
 //! `tests/fixtures/tokenizer/make_fixtures.py` (see its docstring for what each file holds).
 
+#[path = "../../gguf/tests/support/chain.rs"]
+mod chain;
+
 #[path = "../../gguf/tests/support/assets.rs"]
 mod assets;
 
@@ -298,7 +301,7 @@ fn chat_templates_render_like_jinja2() {
         );
         match (&got, &render.rendered, &render.error) {
             (Ok(got), Some(want), _) if got == want => {}
-            (Err(e), _, Some(message)) if e.to_string().contains(message.as_str()) => {}
+            (Err(e), _, Some(message)) if chain::chain_line(e).contains(message.as_str()) => {}
             _ => failures.push(format!(
                 "{label}: got {got:?}, want {:?} / error {:?}",
                 render.rendered, render.error

@@ -1,6 +1,9 @@
 //! The trainer end to end on a tiny model: hard and soft labels, validation, outputs, guards,
 //! and an in-process stop/resume that must reproduce an uninterrupted run bit for bit.
 
+#[path = "../../gguf/tests/support/chain.rs"]
+mod chain;
+
 #[path = "train_support/mod.rs"]
 mod support;
 
@@ -210,7 +213,11 @@ fn mixed_precision_on_the_cpu_is_refused_with_a_clear_error() {
     let mut config = support::config(out.path(), LossKind::Ce);
     config.precision = MixedPrecision::Fp16;
     let err = Trainer::from_parts(config, parts(12, false)).unwrap_err();
-    assert!(err.to_string().contains("--fp16 needs a CUDA device"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("f16 mixed precision needs a CUDA device"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -355,7 +362,7 @@ fn logits_at_chosen_rows_equal_the_full_forward_there() {
     let tokenizer = support::tokenizer();
     let m = support::tiny_model(&tokenizer, 2);
     tch::manual_seed(3);
-    distill_student::shrink::init_like_transformers(&m.model.vs, 0.02);
+    distill_student::model::init_like_transformers(&m.model.vs, 0.02);
     let ids = Tensor::randint(
         tokenizer.vocab_size() as i64,
         [3, 11],
@@ -371,4 +378,44 @@ fn logits_at_chosen_rows_equal_the_full_forward_there() {
     assert_eq!(got.size(), [6, vocab]);
     let diff = (got - want).abs().max().double_value(&[]);
     assert!(diff < 1e-6, "{diff}");
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_the_model_is_refused_with_the_cause_chained() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.max_steps = Some(2);
+    run(config.clone(), parts(12, false));
+
+    // The same data and settings, but a student with three layers: the fingerprint matches,
+    // the saved weights do not.
+    config.resume = true;
+    let tokenizer = support::tokenizer();
+    let mut p = parts(12, false);
+    p.student = support::tiny_model(&tokenizer, 3);
+    let err = Trainer::from_parts(config, p).unwrap_err();
+    assert!(matches!(err, Error::CheckpointTensors { .. }), "{err}");
+    assert_eq!(err.kind(), distill_student::train::ErrorKind::Checkpoint);
+    let line = chain::chain_line(&err);
+    assert!(
+        line.contains("step-00000002: the checkpoint does not fit this run: missing `model.layers.2."),
+        "{line}"
+    );
+}
+
+#[test]
+fn missing_files_are_not_found() {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Ce);
+    config.dataset = out.path().join("no-such-dataset.jsonl");
+    config.student_model = out.path().join("no-such-model");
+    let err = Trainer::from_config(config.clone()).unwrap_err();
+    assert!(matches!(err, Error::Data(_)), "{err}");
+    assert_eq!(err.kind(), distill_student::train::ErrorKind::NotFound, "{err}");
+
+    config.dataset = out.path().join("data.jsonl");
+    std::fs::write(&config.dataset, "{\"prompt\": \"q\", \"response\": \"a\"}\n").unwrap();
+    let err = Trainer::from_config(config).unwrap_err();
+    assert!(matches!(err, Error::ModelNotFound(_)), "{err}");
+    assert_eq!(err.kind(), distill_student::train::ErrorKind::NotFound, "{err}");
 }

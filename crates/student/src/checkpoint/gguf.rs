@@ -49,9 +49,10 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
 /// Loads a GGUF model onto `device` in f32.
 pub fn load_gguf(path: &Path, device: Device) -> Result<LoadedModel> {
     load(path, device).map_err(|e| match e {
-        Error::Gguf(error) => Error::GgufFile {
+        // An I/O error names the file already.
+        Error::Gguf(source) if source.kind() != distill_gguf::ErrorKind::Io => Error::GgufFile {
             path: path.into(),
-            error,
+            source,
         },
         other => other,
     })

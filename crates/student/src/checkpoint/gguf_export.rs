@@ -96,7 +96,7 @@ pub fn export_gguf(model: &Pretrained, path: &Path, quant: GgufQuant) -> Result<
         tensors.push(encode(name, &t, quant)?);
     }
     let mut bytes = Vec::new();
-    write_gguf(&mut bytes, &metadata, &tensors).map_err(|source| Error::Io {
+    write_gguf(&mut bytes, &metadata, &tensors).map_err(|source| Error::GgufFile {
         path: path.into(),
         source,
     })?;
@@ -152,29 +152,29 @@ fn encode(name: String, t: &Tensor, quant: GgufQuant) -> Result<TensorData> {
 
 /// `tokenizer.ggml.*` metadata for a byte-level BPE tokenizer, read from its `tokenizer.json`.
 fn tokenizer_metadata(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<(String, Value)>> {
-    let unsupported = |reason: &str| Error::Config {
+    let malformed = |reason: &str| Error::Config {
         path: "tokenizer.json".into(),
         reason: reason.into(),
     };
-    let json: Json = serde_json::from_str(
-        &tokenizer
-            .inner()
-            .to_string(false)
-            .map_err(|e| unsupported(&e.to_string()))?,
-    )
-    .map_err(|source| Error::Json {
+    let text = tokenizer
+        .inner()
+        .to_string(false)
+        .map_err(crate::tokenizer::Error::Tokenizers)?;
+    let json: Json = serde_json::from_str(&text).map_err(|source| Error::Json {
         path: "tokenizer.json".into(),
-        error: source,
+        source,
     })?;
     let model = &json["model"];
     if model["type"] != "BPE" {
-        return Err(unsupported("GGUF export supports byte-level BPE tokenizers only"));
+        return Err(Error::Unsupported(
+            "GGUF export supports byte-level BPE tokenizers only".into(),
+        ));
     }
     let mut tokens = vec![String::new(); vocab_size];
     let mut types = vec![1i32; vocab_size];
     let vocab = model["vocab"]
         .as_object()
-        .ok_or_else(|| unsupported("BPE without a vocab"))?;
+        .ok_or_else(|| malformed("BPE without a vocab"))?;
     for (token, id) in vocab {
         if let Some(slot) = id.as_u64().and_then(|id| tokens.get_mut(id as usize)) {
             *slot = token.clone();
@@ -198,7 +198,7 @@ fn tokenizer_metadata(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<(S
     }
     let merges: Vec<Value> = model["merges"]
         .as_array()
-        .ok_or_else(|| unsupported("BPE without merges"))?
+        .ok_or_else(|| malformed("BPE without merges"))?
         .iter()
         .filter_map(|m| match m {
             Json::String(s) => Some(s.clone()),

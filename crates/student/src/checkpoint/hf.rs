@@ -23,7 +23,7 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
         .to_string();
     let parse_error = |source| Error::Json {
         path: config_path.clone(),
-        error: source,
+        source,
     };
     let files = weight_files(dir)?;
     // Every loadable dtype takes at least a byte per element: the files' sizes bound the model.
@@ -79,9 +79,9 @@ fn read_tensors(file: &Path) -> Result<Vec<(String, Tensor)>> {
         path: file.into(),
         source,
     })?;
-    let parsed = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| Error::Safetensors {
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: file.into(),
-        error: source,
+        source: e.into(),
     })?;
     let mut tensors = Vec::with_capacity(parsed.len());
     for (name, view) in parsed.tensors() {
@@ -151,15 +151,16 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let has_pickle =
         dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists();
-    let reason = if has_pickle {
-        "holds only pickled pytorch_model.bin weights, which are never unpickled here; convert them once with \
-         `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`"
-    } else {
-        "has no model.safetensors or model.safetensors.index.json"
-    };
+    if has_pickle {
+        return Err(Error::Unsupported(format!(
+            "{}: holds only pickled pytorch_model.bin weights, which are never unpickled here; convert them once with \
+             `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`",
+            dir.display()
+        )));
+    }
     Err(Error::Weights {
         path: dir.into(),
-        reason: reason.into(),
+        reason: "has no model.safetensors or model.safetensors.index.json".into(),
     })
 }
 
@@ -170,7 +171,7 @@ fn read_json(path: &Path) -> Result<Value> {
     })?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.into(),
-        error: source,
+        source,
     })
 }
 
@@ -239,9 +240,9 @@ pub fn write_safetensors(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
         "format".to_string(),
         "pt".to_string(),
     )]));
-    let bytes = safetensors::serialize(views, metadata).map_err(|source| Error::Safetensors {
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Safetensors {
         path: path.into(),
-        error: source,
+        source: e.into(),
     })?;
     write_atomic(path, &bytes)
 }

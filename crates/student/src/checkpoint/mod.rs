@@ -64,15 +64,7 @@ impl LoadedModel {
     pub fn llama_config(&self, operation: &str) -> Result<&LlamaConfig> {
         self.config
             .as_llama()
-            .ok_or_else(|| Error::Input(format!("{operation} supports Llama-family models only")))
-    }
-
-    /// Builds a fresh Llama initialised as transformers does (weights ~ N(0, 0.02)), from `seed`.
-    pub fn fresh_llama(config: LlamaConfig, device: Device, seed: i64) -> Result<Self> {
-        tch::manual_seed(seed);
-        let model = Self::new_llama(config, device, PathBuf::from("<fresh>"))?;
-        crate::shrink::init_like_transformers(&model.vs, 0.02);
-        Ok(model)
+            .ok_or_else(|| Error::Unsupported(format!("{operation} supports Llama-family models only")))
     }
 
     /// Loads a checkpoint: a `.gguf` file, or an HF directory.

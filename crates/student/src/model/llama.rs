@@ -216,7 +216,7 @@ pub struct Llama {
 
 impl Llama {
     /// Creates the model's variables under `root` (HF names: `model.…`, `lm_head`). Weights start
-    /// at zero (norms at one): load a checkpoint or call [`crate::shrink::init_like_transformers`].
+    /// at zero (norms at one): load a checkpoint or call [`crate::model::init_like_transformers`].
     pub fn new(root: &nn::Path<'_>, config: &LlamaConfig) -> Self {
         let model = root / "model";
         let embed_tokens = nn::embedding(

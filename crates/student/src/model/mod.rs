@@ -289,11 +289,19 @@ impl Precision {
     }
 }
 
-/// Where to run: `auto` picks CUDA when available.
-pub fn resolve_device(cuda: Option<bool>) -> Device {
-    match cuda {
-        Some(true) => Device::Cuda(0),
-        Some(false) => Device::Cpu,
-        None => Device::cuda_if_available(),
+/// Re-initialises every variable as transformers' `_init_weights` does for Llama:
+/// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms 1.
+pub fn init_like_transformers(vs: &tch::nn::VarStore, std: f64) {
+    let _guard = tch::no_grad_guard();
+    // In name order: `variables()` is a HashMap, and the draws must not depend on its order.
+    let sorted: std::collections::BTreeMap<_, _> = vs.variables().into_iter().collect();
+    for (name, mut var) in sorted {
+        if name.ends_with("norm.weight") {
+            let _ = var.fill_(1.0);
+        } else if name.ends_with(".bias") {
+            let _ = var.zero_();
+        } else {
+            let _ = var.normal_(0.0, std);
+        }
     }
 }

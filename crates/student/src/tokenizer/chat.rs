@@ -54,6 +54,13 @@ impl Message {
     }
 }
 
+/// A dataset's message, with its role spelled as chat templates expect (`system`, `user`, …).
+impl From<&distill_data::Message> for Message {
+    fn from(message: &distill_data::Message) -> Self {
+        Self::new(message.role.as_str(), message.content.clone())
+    }
+}
+
 /// A model's chat template(s), compiled once.
 ///
 /// A model has either one template, or several named ones (`tokenizer_config.json` may hold a list
@@ -264,7 +271,12 @@ mod tests {
     fn raise_exception_is_an_error() {
         let template = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").unwrap();
         let err = template.render(&[Message::user("x")], false).unwrap_err();
-        assert!(err.to_string().contains("roles must alternate"), "{err}");
+        assert!(matches!(err, Error::Template { .. }), "{err}");
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            cause.is_some_and(|c| c.contains("roles must alternate")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -309,10 +309,10 @@ pub(super) fn post_processor(
     TemplateProcessing::builder()
         .try_single(single.as_str())
         .and_then(|b| b.try_pair(pair.as_str()))
-        .map_err(|reason| Error::PostProcessor(reason.to_string()))?
+        .map_err(Error::PostProcessor)?
         .special_tokens(tokens)
         .build()
-        .map_err(|e| Error::PostProcessor(e.to_string()))
+        .map_err(Error::PostProcessorBuild)
 }
 
 fn read_vocab(gguf: &GgufFile) -> Result<GgufVocab<'_>> {

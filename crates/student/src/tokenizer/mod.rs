@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use distill_gguf::GgufFile;
 use sha2::{Digest, Sha256};
 
+use crate::error::ErrorKind;
+
 pub use chat::{CHATML_TEMPLATE, ChatTemplate, DEFAULT_TEMPLATE, Message};
 
 /// Everything that can go wrong building or using a tokenizer.
@@ -40,7 +42,7 @@ pub use chat::{CHATML_TEMPLATE, ChatTemplate, DEFAULT_TEMPLATE, Message};
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -48,8 +50,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A JSON file that does not parse.
-    #[error("{path}: {source}")]
+    /// A JSON file that does not parse, or JSON that could not be written.
+    #[error("{}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
@@ -58,7 +60,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A `tokenizer.json` that the tokenizers library rejects.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     TokenizerFile {
         /// The file.
         path: PathBuf,
@@ -67,7 +69,7 @@ pub enum Error {
         source: tokenizers::Error,
     },
     /// A configuration value of the wrong type or shape (`tokenizer_config.json` and friends).
-    #[error("{path}: `{key}`: {reason}")]
+    #[error("{}: `{key}`: {reason}", path.display())]
     Config {
         /// The file.
         path: PathBuf,
@@ -80,7 +82,7 @@ pub enum Error {
     #[error(transparent)]
     Gguf(#[from] distill_gguf::Error),
     /// GGUF tokenizer metadata that is missing, of the wrong type, or inconsistent.
-    #[error("{path}: metadata `{key}`: {reason}")]
+    #[error("{}: metadata `{key}`: {reason}", path.display())]
     GgufMetadata {
         /// The GGUF file.
         path: PathBuf,
@@ -90,24 +92,27 @@ pub enum Error {
         reason: String,
     },
     /// A GGUF tokenizer model other than byte-level BPE (`gpt2`).
-    #[error("{path}: tokenizer model `{model}` is not supported (supported: gpt2)")]
+    #[error("{}: tokenizer model `{model}` is not supported (supported: gpt2)", path.display())]
     UnsupportedModel {
         /// The GGUF file.
         path: PathBuf,
         /// The value of `tokenizer.ggml.model`.
         model: String,
     },
-    /// The tokenizers library failed to build, encode or decode.
-    #[error("tokenizer: {0}")]
+    /// The tokenizers library failed to build, encode, decode or serialize.
+    #[error("the tokenizers library failed")]
     Tokenizers(#[source] tokenizers::Error),
     /// A special token that bos/eos insertion needs is not in the vocabulary.
     #[error("special token {0:?} is not in the vocabulary")]
     SpecialTokenNotInVocab(String),
-    /// The bos/eos post-processor could not be built.
+    /// The bos/eos post-processor's template is not one the tokenizers library accepts.
     #[error("post-processor: {0}")]
     PostProcessor(String),
+    /// The bos/eos post-processor could not be built.
+    #[error("cannot build the bos/eos post-processor")]
+    PostProcessorBuild(#[source] tokenizers::processors::template::TemplateProcessingBuilderError),
     /// A chat template that does not compile or fails to render.
-    #[error("chat template `{name}`: {source}")]
+    #[error("chat template `{name}`")]
     Template {
         /// The template's name (`default` for a single template).
         name: String,
@@ -117,7 +122,7 @@ pub enum Error {
     },
     /// A chat template from a model file (GGUF metadata, `tokenizer_config.json`, a `.jinja`
     /// file) that does not compile.
-    #[error("{path}: chat template `{name}`: {source}")]
+    #[error("{}: chat template `{name}`", path.display())]
     TemplateFile {
         /// The file the template came from.
         path: PathBuf,
@@ -136,6 +141,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { source, .. } => ErrorKind::of_io(source),
+            Error::Gguf(e) => ErrorKind::of_gguf(e),
+            Error::Json { .. }
+            | Error::TokenizerFile { .. }
+            | Error::Config { .. }
+            | Error::GgufMetadata { .. }
+            | Error::SpecialTokenNotInVocab(_)
+            | Error::PostProcessor(_)
+            | Error::PostProcessorBuild(_)
+            | Error::TemplateFile { .. }
+            | Error::NoDefaultTemplate { .. } => ErrorKind::Malformed,
+            Error::UnsupportedModel { .. } => ErrorKind::Unsupported,
+            Error::Tokenizers(_) | Error::Template { .. } => ErrorKind::Input,
+        }
+    }
+
     /// Names the file a template came from (other errors are returned unchanged).
     fn in_file(self, path: &Path) -> Self {
         match self {

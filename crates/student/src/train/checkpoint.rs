@@ -1,15 +1,19 @@
 //! Trainer checkpoints: `checkpoints/step-NNNNNNNN/` holding the weights, the optimizer moments and
 //! the trainer state. A checkpoint is written into a temporary directory, synced, and renamed, so
-//! a crash leaves either the whole checkpoint or none of it; the newest complete one is resumed.
+//! a crash leaves either the whole checkpoint or none of it; the newest complete one is resumed,
+//! and only by a run with the same [`Fingerprint`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::batch::DataPosition;
+use super::config::TrainConfig;
+use super::data::Sequence;
 use super::error::{Error, Result};
 use super::optim::LossScaler;
 
@@ -68,6 +72,108 @@ pub struct Fingerprint {
     pub seed: u64,
     /// The training configuration, less the fields that may change on resume (JSON).
     pub config: serde_json::Value,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a run of `config` on the training sequences `train`.
+    pub fn new(config: &TrainConfig, train: &[Sequence]) -> Self {
+        Self {
+            data_hash: data_hash(train),
+            seed: config.seed,
+            config: fingerprint_config(config),
+        }
+    }
+
+    /// Refuses a checkpoint (in `dir`) saved by a run with another fingerprint than this one.
+    pub fn check_resumable(&self, saved: &Fingerprint, dir: &Path) -> Result<()> {
+        let refuse = |reason: String| {
+            Err(Error::Checkpoint {
+                path: dir.into(),
+                reason,
+            })
+        };
+        if saved.data_hash != self.data_hash {
+            return refuse("it was trained on different data (the tokenized dataset's hash differs)".into());
+        }
+        if saved.seed != self.seed {
+            return refuse("it was trained with other settings (seed); resume with the same settings".into());
+        }
+        if saved.config != self.config {
+            return refuse(format!(
+                "it was trained with other settings ({}); resume with the same settings",
+                config_diff(&saved.config, &self.config)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of the sequences, soft targets included: equal hashes mean equal training data.
+pub fn data_hash(sequences: &[Sequence]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"distill-train-data-v1\0");
+    for s in sequences {
+        h.update((s.id.len() as u64).to_le_bytes());
+        h.update(s.id.as_bytes());
+        h.update((s.input_ids.len() as u64).to_le_bytes());
+        for v in s.input_ids.iter().chain(&s.targets) {
+            h.update(v.to_le_bytes());
+        }
+        h.update((s.first_target as u64).to_le_bytes());
+        h.update((s.soft.len() as u64).to_le_bytes());
+        for entries in &s.soft {
+            h.update((entries.len() as u64).to_le_bytes());
+            for (id, lp) in entries {
+                h.update(id.to_le_bytes());
+                h.update(lp.to_bits().to_le_bytes());
+            }
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The configuration as JSON, less what may change between a run and its resume.
+fn fingerprint_config(config: &TrainConfig) -> serde_json::Value {
+    let mut v = serde_json::to_value(config).expect("config serialises");
+    if let Some(map) = v.as_object_mut() {
+        for key in [
+            "dataset",
+            "val_dataset",
+            "student_model",
+            "teacher_model",
+            "output_dir",
+            "epochs",
+            "max_steps",
+            "save_every",
+            "keep_checkpoints",
+            "eval_every",
+            "early_stopping_patience",
+            "resume",
+            "device",
+            "max_bad_steps",
+        ] {
+            map.remove(key);
+        }
+    }
+    v
+}
+
+/// The top-level keys whose values differ, for the resume error.
+fn config_diff(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return "configuration".into();
+    };
+    let keys: BTreeSet<&str> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(String::as_str)
+        .collect();
+    if keys.is_empty() {
+        "configuration".into()
+    } else {
+        keys.into_iter().collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// A checkpoint on disk.
@@ -148,9 +254,9 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 
 /// Reads a safetensors file into a name → tensor map.
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let named = Tensor::read_safetensors(path).map_err(|e| Error::Checkpoint {
+    let named = Tensor::read_safetensors(path).map_err(|source| Error::Tensors {
         path: path.into(),
-        reason: format!("cannot read tensors: {e}"),
+        source,
     })?;
     Ok(named.into_iter().collect())
 }
@@ -222,6 +328,18 @@ pub struct Loaded {
     pub weights: BTreeMap<String, Tensor>,
     /// Optimizer moments (`m.<name>`, `v.<name>`).
     pub optimizer: BTreeMap<String, Tensor>,
+}
+
+/// The newest complete checkpoint under `root` (after removing what a killed run left behind),
+/// read back, when the run `fingerprint` describes may continue it; `None` when there is none.
+pub fn load_resumable(root: &Path, fingerprint: &Fingerprint) -> Result<Option<(CheckpointDir, Loaded)>> {
+    remove_partial(root)?;
+    let Some(newest) = list(root)?.pop() else {
+        return Ok(None);
+    };
+    let loaded = load(&newest.path)?;
+    fingerprint.check_resumable(&loaded.state.fingerprint, &newest.path)?;
+    Ok(Some((newest, loaded)))
 }
 
 /// Reads the checkpoint in `dir`.

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use distill_data::{Example, Role, Split};
+use distill_data::{Example, Split};
 
 use super::error::{Error, Result};
 use crate::tokenizer::{Message, Tokenizer};
@@ -131,11 +131,7 @@ impl<'a> Preparer<'a> {
 
     /// One example, or `None` when its prompt leaves no room for a response.
     pub fn sequence(&self, example: &Example, source: &Path) -> Result<Option<Sequence>> {
-        let messages: Vec<Message> = example
-            .messages
-            .iter()
-            .map(|m| Message::new(role_name(m.role), m.content.clone()))
-            .collect();
+        let messages: Vec<Message> = example.messages.iter().map(Message::from).collect();
         let prompt_text = self.tokenizer.render_chat(&messages, true)?;
         let prompt: Vec<i64> = self
             .tokenizer
@@ -195,7 +191,7 @@ impl<'a> Preparer<'a> {
             }
         }
         let logprobs = example.logprobs.as_ref().ok_or_else(|| {
-            fail("has no logprobs; soft-label losses need teacher logprobs in every training example (or a --teacher-model)".into())
+            fail("has no logprobs; soft-label losses need teacher logprobs in every training example (or a teacher model)".into())
         })?;
         let mut ids = Vec::with_capacity(logprobs.len());
         let mut soft = Vec::with_capacity(logprobs.len());
@@ -240,10 +236,6 @@ pub fn split_examples(examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
         }
     }
     (train, val)
-}
-
-fn role_name(role: Role) -> &'static str {
-    role.as_str()
 }
 
 /// GPT-2's byte-to-character table: the printable bytes stand for themselves, the others are

@@ -7,7 +7,7 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `final_model/` | the student as an HF directory (config, safetensors, tokenizer) |
+//! | `final_model/` ([`final_model_dir`]) | the student as an HF directory (config, safetensors, tokenizer) |
 //! | `checkpoints/step-NNNNNNNN/` | the newest `keep_checkpoints` checkpoints, and the best one |
 //! | `training_args.json` | the configuration and data statistics |
 //! | `metrics.jsonl` | one line per step (loss parts, lr, tokens/s) and per evaluation |
@@ -22,6 +22,7 @@
 //! local teacher model with the same tokenizer (checked by vocabulary hash).
 
 pub mod batch;
+mod build;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -30,6 +31,8 @@ pub mod events;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+mod outputs;
+mod run;
 pub mod setup;
 mod trainer;
 
@@ -37,6 +40,7 @@ pub use config::{
     DeviceChoice, KeepLayers, LossConfig, LossKind, LrSchedule, MixedPrecision, OptimConfig, TopKMode,
     TrainConfig,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result, TensorMismatch};
 pub use events::{Outcome, TrainEvent, TrainSummary};
-pub use trainer::{Parts, Trainer, final_model_dir, train};
+pub use outputs::final_model_dir;
+pub use trainer::{Parts, Trainer, train};

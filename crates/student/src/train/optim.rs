@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor, nn};
 
 use super::config::{LrSchedule, OptimConfig};
+use super::error::TensorMismatch;
 
 /// Whether a variable is decayed: matrices are; norms, biases and embeddings are not (the usual
 /// GPT-2/Llama recipe: decay shrinks embeddings of rare tokens and fights the norms' gains).
@@ -195,21 +196,17 @@ impl AdamW {
             .collect()
     }
 
-    /// Restores moments saved by [`Self::state`]; returns the names that are missing or misshapen.
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, steps: u64) -> Result<(), String> {
+    /// Restores moments saved by [`Self::state`]; fails on the first that is missing or misshapen.
+    pub fn load_state(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        steps: u64,
+    ) -> Result<(), TensorMismatch> {
         let _guard = tch::no_grad_guard();
         for p in &mut self.params {
             for (prefix, slot) in [("m", &mut p.m), ("v", &mut p.v)] {
                 let key = format!("{prefix}.{}", p.name);
-                let saved = tensors.get(&key).ok_or_else(|| format!("missing `{key}`"))?;
-                if saved.size() != slot.size() {
-                    return Err(format!(
-                        "`{key}` has shape {:?}, expected {:?}",
-                        saved.size(),
-                        slot.size()
-                    ));
-                }
-                slot.copy_(saved);
+                slot.copy_(saved(tensors, &key, slot)?);
             }
         }
         self.steps = steps;
@@ -217,21 +214,11 @@ impl AdamW {
     }
 
     /// Restores variable values (into masters where there are masters, and the model copies).
-    pub fn load_values(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
+    pub fn load_values(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<(), TensorMismatch> {
         let _guard = tch::no_grad_guard();
         for p in &mut self.params {
-            let saved = tensors
-                .get(&p.name)
-                .ok_or_else(|| format!("missing `{}`", p.name))?;
             let target = p.master.as_mut().unwrap_or(&mut p.var);
-            if saved.size() != target.size() {
-                return Err(format!(
-                    "`{}` has shape {:?}, expected {:?}",
-                    p.name,
-                    saved.size(),
-                    target.size()
-                ));
-            }
+            let saved = saved(tensors, &p.name, target)?;
             target.copy_(saved);
             if p.master.is_some() {
                 p.var.copy_(saved);
@@ -239,6 +226,25 @@ impl AdamW {
         }
         Ok(())
     }
+}
+
+/// The tensor saved as `name`, when it has the shape of `slot`.
+fn saved<'a>(
+    tensors: &'a BTreeMap<String, Tensor>,
+    name: &str,
+    slot: &Tensor,
+) -> Result<&'a Tensor, TensorMismatch> {
+    let saved = tensors
+        .get(name)
+        .ok_or_else(|| TensorMismatch::Missing(name.to_string()))?;
+    if saved.size() != slot.size() {
+        return Err(TensorMismatch::Shape {
+            name: name.to_string(),
+            found: saved.size(),
+            expected: slot.size(),
+        });
+    }
+    Ok(saved)
 }
 
 /// The learning rate before step `step` (0-based) of `total`: linear warm-up to `lr` over

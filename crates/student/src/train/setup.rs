@@ -5,46 +5,28 @@ use std::path::{Path, PathBuf};
 
 use distill_data::{Example, read_file};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::batch::{BatchSettings, collate, plan_epoch};
-use super::config::{DeviceChoice, KeepLayers, MixedPrecision, TrainConfig};
+use super::checkpoint::data_hash;
+use super::config::{KeepLayers, TrainConfig};
 use super::data::{Sequence, split_examples};
 use super::error::{Error, Result};
-use crate::checkpoint::LoadedModel;
+use crate::Pretrained;
 use crate::model::ForwardInput;
 use crate::shrink;
-use crate::tokenizer::Tokenizer;
 
-/// A model with the tokenizer it reads.
-#[derive(Debug)]
-pub struct ModelWithTokenizer {
-    /// The model.
-    pub model: LoadedModel,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
-}
-
-/// Loads a `.gguf` file or an HF directory with its tokenizer. Hub ids are not fetched here.
-pub fn load_model(path: &Path, device: Device) -> Result<ModelWithTokenizer> {
+/// Loads a local `.gguf` file or HF directory with its tokenizer ([`Pretrained::load`]); Hub ids
+/// are not fetched here.
+pub fn load_model(path: &Path, device: Device) -> Result<Pretrained> {
     if !path.exists() {
-        return Err(Error::Config(format!(
-            "{}: no such file or directory (give a local HF directory or a .gguf file)",
-            path.display()
-        )));
+        return Err(Error::ModelNotFound(path.into()));
     }
-    let model = LoadedModel::load(path, device)?;
-    let tokenizer = if path.is_dir() {
-        Tokenizer::from_hf_dir(path)?
-    } else {
-        Tokenizer::from_gguf_file(path)?
-    };
-    Ok(ModelWithTokenizer { model, tokenizer })
+    Ok(Pretrained::load(path, device)?)
 }
 
 /// The student of a configuration: the model, cut to `keep_layers` when asked.
-pub fn load_student(config: &TrainConfig, device: Device) -> Result<ModelWithTokenizer> {
+pub fn load_student(config: &TrainConfig, device: Device) -> Result<Pretrained> {
     let full = load_model(&config.student_model, device)?;
     let Some(keep) = &config.keep_layers else {
         return Ok(full);
@@ -56,34 +38,10 @@ pub fn load_student(config: &TrainConfig, device: Device) -> Result<ModelWithTok
     };
     tracing::info!(?layers, of = total, "keeping teacher layers");
     let model = shrink::select_layers(&full.model, &layers)?;
-    Ok(ModelWithTokenizer {
+    Ok(Pretrained {
         model,
         tokenizer: full.tokenizer,
     })
-}
-
-/// The device a configuration asks for; refuses mixed precision off CUDA.
-pub fn resolve_device(config: &TrainConfig) -> Result<Device> {
-    let device = match config.device {
-        DeviceChoice::Cpu => Device::Cpu,
-        DeviceChoice::Cuda if !tch::Cuda::is_available() => {
-            return Err(Error::Config(
-                "--device cuda was asked for, but libtorch sees no CUDA device".into(),
-            ));
-        }
-        DeviceChoice::Cuda => Device::Cuda(0),
-        DeviceChoice::Auto => Device::cuda_if_available(),
-    };
-    if device == Device::Cpu && config.precision != MixedPrecision::Fp32 {
-        let flag = match config.precision {
-            MixedPrecision::Fp16 => "--fp16",
-            _ => "--bf16",
-        };
-        return Err(Error::Config(format!(
-            "{flag} needs a CUDA device; this run is on the CPU (drop {flag}, or use --device cuda on a GPU machine)"
-        )));
-    }
-    Ok(device)
 }
 
 /// Reads a dataset file into (train, val) examples.
@@ -93,30 +51,6 @@ pub fn read_dataset(config: &TrainConfig) -> Result<(Vec<Example>, Vec<Example>)
         val.extend(read_file(path)?);
     }
     Ok((train, val))
-}
-
-/// SHA-256 of the sequences, soft targets included: equal hashes mean equal training data.
-pub fn data_hash(sequences: &[Sequence]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"distill-train-data-v1\0");
-    for s in sequences {
-        h.update((s.id.len() as u64).to_le_bytes());
-        h.update(s.id.as_bytes());
-        h.update((s.input_ids.len() as u64).to_le_bytes());
-        for v in s.input_ids.iter().chain(&s.targets) {
-            h.update(v.to_le_bytes());
-        }
-        h.update((s.first_target as u64).to_le_bytes());
-        h.update((s.soft.len() as u64).to_le_bytes());
-        for entries in &s.soft {
-            h.update((entries.len() as u64).to_le_bytes());
-            for (id, lp) in entries {
-                h.update(id.to_le_bytes());
-                h.update(lp.to_bits().to_le_bytes());
-            }
-        }
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a teacher top-k cache was computed from.
@@ -132,7 +66,7 @@ struct CacheInfo {
 /// Fills `soft` of every sequence with the teacher's top `k` log-probabilities at each trained
 /// position, computed once (batched, no gradients) or read back from `cache` when it matches.
 pub fn teacher_top_k(
-    teacher: &ModelWithTokenizer,
+    teacher: &Pretrained,
     teacher_path: &Path,
     sequences: &mut [Sequence],
     k: usize,

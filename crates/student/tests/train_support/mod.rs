@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use distill_data::{Example, Message, TokenLogprob, TopLogprob};
 use distill_student::LlamaConfig;
-use distill_student::LoadedModel;
 use distill_student::tokenizer::Tokenizer;
 use distill_student::train::data::token_bytes;
-use distill_student::train::setup::ModelWithTokenizer;
 use distill_student::train::{LossKind, TrainConfig};
+use distill_student::{LoadedModel, Pretrained};
 use tch::Device;
 
 pub fn tokenizer_fixture() -> PathBuf {
@@ -22,7 +21,7 @@ pub fn tokenizer() -> Tokenizer {
 }
 
 /// A 2-layer Llama sized for the synthetic tokenizer (weights set by the trainer's `reinit`).
-pub fn tiny_model(tokenizer: &Tokenizer, layers: i64) -> ModelWithTokenizer {
+pub fn tiny_model(tokenizer: &Tokenizer, layers: i64) -> Pretrained {
     let config: LlamaConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": tokenizer.vocab_size(),
         "hidden_size": 32,
@@ -40,7 +39,7 @@ pub fn tiny_model(tokenizer: &Tokenizer, layers: i64) -> ModelWithTokenizer {
     }))
     .unwrap();
     let model = LoadedModel::new_llama(config, Device::Cpu, PathBuf::from("tiny")).unwrap();
-    ModelWithTokenizer {
+    Pretrained {
         model,
         tokenizer: tokenizer.clone(),
     }
