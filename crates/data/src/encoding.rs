@@ -189,9 +189,9 @@ pub fn encode_line(
     };
     // Writing into a Vec cannot fail for these types, which hold only strings and numbers
     // checked to be finite; map it anyway rather than unwrap.
-    let json = |e: serde_json::Error| crate::Error::InvalidExample {
+    let json = |source| crate::Error::Serialize {
         id: example.id.clone(),
-        reason: format!("cannot serialise: {e}"),
+        source,
     };
     match encoding {
         Encoding::Full => serde_json::to_writer(&mut *out, example).map_err(json)?,

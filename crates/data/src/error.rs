@@ -3,6 +3,16 @@
 //! Every error that comes from a file carries a [`Location`] (file, line and, where known,
 //! column) and, for content errors, a short excerpt of the offending line, so that a user can
 //! find and fix the input without a debugger.
+//!
+//! An error's message says what failed and where; it leaves its cause out, and the cause is
+//! chained as its [`source`](std::error::Error::source). Printing the chain joined with `": "`
+//! gives one line with each cause once:
+//!
+//! ```text
+//! data/bad.jsonl:2:28: cannot parse {"prompt": "x", "response": : EOF while parsing a value
+//! ```
+//!
+//! Callers that branch on the kind of failure use [`Error::kind`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,12 +42,30 @@ impl fmt::Display for Location {
     }
 }
 
+/// What kind of failure an [`Error`] is, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A file, or the folder it should be in, does not exist.
+    NotFound,
+    /// Another I/O failure: permissions, a full disk, a broken device.
+    Io,
+    /// A file's content breaks the format: not UTF-8, not JSON, an unknown or mixed encoding,
+    /// a broken rule, a duplicate id, a missing field or column, no records at all. Fix the file.
+    BadInput,
+    /// An example handed to the crate cannot be written: it breaks a rule of the format, its
+    /// id is already in the file, or the encoding cannot hold it. Other examples may succeed.
+    BadExample,
+    /// A configuration value is out of range.
+    Config,
+}
+
 /// Errors from reading, writing and transforming datasets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -77,7 +105,7 @@ pub enum Error {
         excerpt: String,
     },
     /// A line is not valid JSON, or has the wrong types for its encoding.
-    #[error("{at}: {} in: {excerpt}", json_message(source))]
+    #[error("{at}: cannot parse {excerpt}")]
     Json {
         /// Where, with the column serde_json reported.
         at: Location,
@@ -85,7 +113,7 @@ pub enum Error {
         excerpt: String,
         /// serde_json's error.
         #[source]
-        source: serde_json::Error,
+        source: JsonError,
     },
     /// A line is a JSON object that matches none of the known encodings.
     #[error("{at}: unrecognised record ({reason}): {excerpt}")]
@@ -145,6 +173,15 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// An example could not be serialised as JSON.
+    #[error("example {id} cannot be serialised")]
+    Serialize {
+        /// The example's id.
+        id: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// An example cannot be written in the requested encoding without losing data.
     #[error("example {id} cannot be written as {encoding} without losing data: {reason}")]
     NotRepresentable {
@@ -156,7 +193,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A CSV prompt file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read CSV", path.display())]
     Csv {
         /// The file.
         path: PathBuf,
@@ -178,6 +215,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { source, .. } => io_kind(source),
+            Error::Csv { source, .. } => match source.kind() {
+                csv::ErrorKind::Io(e) => io_kind(e),
+                _ => ErrorKind::BadInput,
+            },
+            Error::EmptyFile { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::LineTooLong { .. }
+            | Error::TruncatedLine { .. }
+            | Error::Json { .. }
+            | Error::UnknownEncoding { .. }
+            | Error::MixedEncoding { .. }
+            | Error::Invalid { .. }
+            | Error::DuplicateId { .. }
+            | Error::Missing { .. } => ErrorKind::BadInput,
+            Error::InvalidExample { .. }
+            | Error::Serialize { .. }
+            | Error::AlreadyWritten { .. }
+            | Error::NotRepresentable { .. } => ErrorKind::BadExample,
+            Error::Config(_) => ErrorKind::Config,
+        }
+    }
+
     /// The location in a file, for errors that have one.
     pub fn location(&self) -> Option<&Location> {
         match self {
@@ -202,15 +265,62 @@ impl Error {
     }
 }
 
-/// serde_json's message without its " at line L column C" suffix: each JSONL line is parsed
-/// alone, so that position is always line 1 and would contradict the file position in `at`.
-fn json_message(e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    match full.strip_suffix(&suffix) {
-        Some(m) => m.to_owned(),
-        None => full,
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Io,
     }
+}
+
+/// serde_json's error for one JSONL line, the source of [`Error::Json`].
+///
+/// It prints serde_json's message without its " at line L column C" suffix: each line is
+/// parsed alone, so that position is always line 1 and would contradict the file position
+/// that [`Error::Json`] gives.
+#[derive(Debug)]
+pub struct JsonError(serde_json::Error);
+
+impl JsonError {
+    /// serde_json's error, with the position within the line.
+    pub fn get_ref(&self) -> &serde_json::Error {
+        &self.0
+    }
+
+    /// serde_json's error, with the position within the line.
+    pub fn into_inner(self) -> serde_json::Error {
+        self.0
+    }
+}
+
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        JsonError(e)
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = self.0.to_string();
+        let suffix = format!(" at line {} column {}", self.0.line(), self.0.column());
+        f.write_str(full.strip_suffix(&suffix).unwrap_or(&full))
+    }
+}
+
+impl std::error::Error for JsonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Writes `e` and its chain of sources on one line, joined with `": "`.
+pub(crate) fn write_chain(f: &mut fmt::Formatter<'_>, e: &(dyn std::error::Error + 'static)) -> fmt::Result {
+    write!(f, "{e}")?;
+    let mut next = e.source();
+    while let Some(cause) = next {
+        write!(f, ": {cause}")?;
+        next = cause.source();
+    }
+    Ok(())
 }
 
 /// Longest excerpt of a bad line kept in an error, in bytes (cut at a char boundary).
@@ -257,9 +367,66 @@ mod tests {
         let e = Error::Json {
             at,
             excerpt: "{\"a\": }".into(),
-            source,
+            source: source.into(),
         };
-        assert_eq!(e.to_string(), "x.jsonl:37:7: expected value in: {\"a\": }");
+        assert_eq!(e.to_string(), "x.jsonl:37:7: cannot parse {\"a\": }");
+        assert_eq!(chain(&e), "x.jsonl:37:7: cannot parse {\"a\": }: expected value");
+    }
+
+    /// The error and its sources joined with ": ", as a binary prints them.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+        impl fmt::Display for Chain<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_chain(f, self.0)
+            }
+        }
+        Chain(e).to_string()
+    }
+
+    #[test]
+    fn a_malformed_file_names_each_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(
+            &path,
+            "{\"prompt\": \"p\", \"response\": \"r\"}\n{\"prompt\": \"x\", \"response\": \n",
+        )
+        .unwrap();
+        let e = crate::read_file(&path).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadInput);
+        let mut causes = Vec::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(cause) = next {
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        assert_eq!(causes.len(), 2, "{causes:?}");
+        let line = causes.join(": ");
+        assert_eq!(line, chain(&e));
+        assert_eq!(
+            line,
+            format!(
+                "{}:2:28: cannot parse {{\"prompt\": \"x\", \"response\": : EOF while parsing a value",
+                path.display()
+            )
+        );
+        for cause in &causes {
+            assert_eq!(line.matches(cause.as_str()).count(), 1, "{cause:?} in {line:?}");
+        }
+        assert!(
+            !line.contains("line 1"),
+            "serde's in-line position contradicts the file's: {line}"
+        );
+    }
+
+    #[test]
+    fn io_errors_chain_their_cause_and_say_not_found() {
+        let e = crate::read_file("/nonexistent/distill/x.jsonl").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.to_string(), "/nonexistent/distill/x.jsonl");
+        let source = std::error::Error::source(&e).expect("the io error is chained");
+        assert_eq!(chain(&e), format!("/nonexistent/distill/x.jsonl: {source}"));
     }
 
     #[test]

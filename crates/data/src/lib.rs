@@ -31,7 +31,7 @@ pub mod reader;
 pub mod writer;
 
 pub use encoding::{EncodeOptions, Encoding, encode_line};
-pub use error::{Error, Location, Result};
+pub use error::{Error, ErrorKind, JsonError, Location, Result};
 pub use example::{
     Example, FORMAT_VERSION, FinishReason, MAX_TOP_LOGPROBS, Message, Metadata, Role, Split, TeacherInfo,
     TokenLogprob, TopLogprob, Usage,

@@ -121,7 +121,8 @@ impl fmt::Display for ReadReport {
                 if self.bad_lines == 1 { "" } else { "s" }
             )?;
             for e in &self.errors {
-                write!(f, "\n  {e}")?;
+                f.write_str("\n  ")?;
+                crate::error::write_chain(f, e)?;
             }
             let more = self.bad_lines - self.errors.len() as u64;
             if more > 0 {
@@ -284,7 +285,7 @@ impl<R: BufRead> ExampleReader<R> {
                 Error::Json {
                     at: self.at(info.number, column),
                     excerpt: excerpt(line),
-                    source,
+                    source: source.into(),
                 }
             }
             DecodeError::Unknown(reason) => Error::UnknownEncoding {

@@ -196,9 +196,9 @@ impl ExampleWriter {
             });
         }
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, example).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
+        serde_json::to_writer(&mut self.buf, example).map_err(|source| Error::Serialize {
+            id: example.id.clone(),
+            source,
         })?;
         if self.buf.len() > self.options.max_line_bytes {
             return Err(Error::InvalidExample {
@@ -297,7 +297,7 @@ fn scan_ids(path: &Path, file: &File, end: u64, cap: usize) -> Result<HashSet<St
         let head: Head = serde_json::from_slice(&buf).map_err(|source| Error::Json {
             at: at(Some(source.column() as u64)),
             excerpt: excerpt(&buf),
-            source,
+            source: source.into(),
         })?;
         match head {
             Head {

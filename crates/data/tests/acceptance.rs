@@ -71,10 +71,12 @@ fn malformed_line_37_strict_names_file_and_line_lenient_skips_it() {
     assert_eq!(at.line, 37);
     let msg = err.to_string();
     let want = format!(
-        "{}:37:37: expected value in: {{\"prompt\": \"prompt 37\", \"response\": }}",
+        "{}:37:37: cannot parse {{\"prompt\": \"prompt 37\", \"response\": }}",
         path.display()
     );
     assert_eq!(msg, want);
+    let cause = std::error::Error::source(&err).expect("serde's error is chained");
+    assert_eq!(cause.to_string(), "expected value");
 
     let reader = ExampleReader::open_with(&path, ReaderOptions::lenient()).unwrap();
     let (examples, report) = reader.read_all().unwrap();

@@ -355,7 +355,7 @@ fn parse<'a, T: Deserialize<'a>>(at: &Location, line: &'a [u8]) -> Result<T> {
             ..at.clone()
         },
         excerpt: excerpt(line),
-        source,
+        source: source.into(),
     })
 }
 
