@@ -15,23 +15,25 @@
 //!   A `kill -9` leaves at most a torn last line, which the writer cuts on reopen.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distill_data::{Example, ExampleWriter, Prompt, SyncPolicy, TeacherInfo, Usage, WriterOptions};
-use serde::Serialize;
+use distill_data::{Example, ExampleWriter, Prompt, SyncPolicy, Usage, WriterOptions};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::convert::{cost, live_example, refusal};
 use crate::error::{Error, ErrorClass, Result};
+use crate::failures::FailureLog;
+pub use crate::failures::{FailureRecord, failures_path};
 use crate::limiter::{RateLimiter, RateLimits};
+use crate::output::open_output;
 use crate::pricing::{Accounting, PriceTable};
-use crate::retry::RetryPolicy;
-use crate::teacher::{Completion, GenerationParams, Teacher};
+use crate::retry::{Attempts, RetryPolicy, within};
+use crate::teacher::{Completion, GenerationParams, Teacher, TeacherId};
 
 /// Options for one generation run.
 #[derive(Debug, Clone)]
@@ -96,31 +98,6 @@ impl GenerateOptions {
         }
         Ok(())
     }
-}
-
-/// The failures file for `output`: `data/x.jsonl` → `data/x.failures.jsonl`.
-pub fn failures_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    output.with_file_name(format!("{stem}.failures.jsonl"))
-}
-
-/// One line of the failures file.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct FailureRecord {
-    /// The prompt id.
-    pub id: String,
-    /// The last user message.
-    pub prompt: String,
-    /// The full prompt.
-    pub messages: Vec<distill_data::Message>,
-    /// Why it failed (the last error).
-    pub reason: String,
-    /// Attempts made.
-    pub attempts: u32,
 }
 
 /// What happened.
@@ -208,7 +185,8 @@ pub enum StopReason {
     SourceExhausted,
     /// The caller cancelled.
     Cancelled,
-    /// A fatal error stopped the run; [`Engine::run`] returns it.
+    /// A fatal error stopped the run. Only [`Event::Finished`] carries it: [`Engine::run`]
+    /// returns the error ([`Error::Fatal`]) rather than a summary.
     Fatal,
 }
 
@@ -245,6 +223,7 @@ struct Counters {
     accounting: Mutex<Accounting>,
 }
 
+/// What the request tasks share with the collector.
 struct Shared {
     teacher: Arc<dyn Teacher>,
     params: GenerationParams,
@@ -284,16 +263,8 @@ impl Shared {
     }
 }
 
-/// How one prompt ended.
-enum Outcome {
-    Success(Box<Completion>),
-    Failed {
-        error: Error,
-        attempts: u32,
-    },
-    /// Cancelled before it could finish; left for a resumed run.
-    Abandoned,
-}
+/// How one prompt ended: answered, failed, or left for a resumed run.
+type Outcome = Attempts<Box<Completion>>;
 
 impl Engine {
     /// An engine for `teacher` with `options`.
@@ -318,12 +289,27 @@ impl Engine {
         prompts: impl IntoIterator<Item = Prompt>,
         cancel: CancellationToken,
     ) -> Result<Summary> {
+        let mut run = self.start(prompts.into_iter(), &cancel)?;
+        while let Some((prompt, outcome)) = run.next().await? {
+            run.settle(prompt, outcome).await?;
+        }
+        run.finish(&cancel)
+    }
+
+    /// Opens the output and the failures file and says that the run started.
+    fn start<I: Iterator<Item = Prompt>>(&self, source: I, cancel: &CancellationToken) -> Result<Run<'_, I>> {
         let opts = &self.options;
         opts.validate()?;
-        let mut writer = open_output(opts)?;
+        let writer = open_output(
+            &opts.output,
+            opts.resume,
+            WriterOptions {
+                sync: opts.sync,
+                ..Default::default()
+            },
+        )?;
         let resumed = writer.completed_ids().len();
-        let failures_file = failures_path(&opts.output);
-        let mut failures = FailureLog::start(failures_file.clone())?;
+        let failures = FailureLog::start(&opts.output)?;
         let shared = Arc::new(Shared {
             teacher: self.teacher.clone(),
             params: opts.params.clone(),
@@ -352,117 +338,166 @@ impl Engine {
             concurrency = opts.concurrency,
             "generation started"
         );
+        Ok(Run {
+            opts,
+            teacher: self.teacher.id(),
+            shared,
+            writer: Some(writer),
+            failures,
+            feed: Feed {
+                source,
+                dispatched: HashSet::new(),
+                exhausted: false,
+            },
+            tasks: JoinSet::new(),
+            stopping: false,
+            fatal: None,
+        })
+    }
+}
 
-        let teacher_id = self.teacher.id();
-        let mut feed = Feed {
-            source: prompts.into_iter(),
-            dispatched: HashSet::new(),
-            exhausted: false,
-        };
-        let mut tasks: JoinSet<(Prompt, Outcome)> = JoinSet::new();
-        let mut stopping = false;
-        let mut fatal: Option<Error> = None;
+/// One run of the engine: the collector's state between the tasks it spawns.
+struct Run<'a, I> {
+    opts: &'a GenerateOptions,
+    teacher: TeacherId,
+    shared: Arc<Shared>,
+    /// Out only while an append runs on the blocking pool.
+    writer: Option<ExampleWriter>,
+    failures: FailureLog,
+    feed: Feed<I>,
+    tasks: JoinSet<(Prompt, Outcome)>,
+    /// No new work is taken (cancelled, or after a fatal error).
+    stopping: bool,
+    fatal: Option<Error>,
+}
 
+impl<I: Iterator<Item = Prompt>> Run<'_, I> {
+    /// Spawns requests while there is room, then waits for the next prompt to end; `None`
+    /// once nothing is in flight and nothing more may start.
+    async fn next(&mut self) -> Result<Option<(Prompt, Outcome)>> {
         loop {
-            if !stopping {
-                feed.fill(&mut tasks, &writer, &shared, opts, 0);
-            }
-            if tasks.is_empty() {
-                break;
+            if !self.stopping {
+                self.fill(0);
             }
             let joined = tokio::select! {
-                joined = tasks.join_next() => joined,
-                _ = shared.stop.cancelled(), if !stopping => {
-                    stopping = true;
-                    shared.emit(Event::Stopping);
-                    tracing::info!(in_flight = tasks.len(), "stopping: no new work, waiting for requests in flight");
+                joined = self.tasks.join_next() => joined,
+                _ = self.shared.stop.cancelled(), if !self.stopping => {
+                    self.stopping = true;
+                    self.shared.emit(Event::Stopping);
+                    tracing::info!(in_flight = self.tasks.len(), "stopping: no new work, waiting for requests in flight");
                     continue;
                 }
             };
-            let Some(joined) = joined else { break };
-            let (prompt, outcome) = joined.map_err(Error::Task)?;
-            shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-            match outcome {
-                Outcome::Success(completion) => {
-                    // Start the next request before this example's write (and fsync), counting
-                    // the example as done so that the file can never exceed N.
-                    if !stopping {
-                        feed.fill(&mut tasks, &writer, &shared, opts, 1);
-                    }
-                    let example = to_example(
-                        &prompt,
-                        &completion,
-                        &teacher_id.provider,
-                        &teacher_id.model,
-                        &opts.params,
-                    );
-                    let (w, result) = append_blocking(writer, example).await?;
-                    writer = w;
-                    match result {
-                        Ok(()) => {
-                            let usage = completion.usage;
-                            let model = if completion.model.is_empty() {
-                                &teacher_id.model
-                            } else {
-                                &completion.model
-                            };
-                            let cost = usage.as_ref().and_then(|u| {
-                                opts.prices
-                                    .cost(model, u, 1.0)
-                                    .or_else(|| opts.prices.cost(&teacher_id.model, u, 1.0))
-                            });
-                            shared
-                                .counters
-                                .accounting
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .add(usage.as_ref(), cost);
-                            shared.counters.done.fetch_add(1, Ordering::Relaxed);
-                            shared.emit(Event::Written {
-                                id: prompt.id,
-                                latency: completion.latency,
-                                usage,
-                            });
-                        }
-                        // The answer breaks a format rule (say a non-finite logprob): this prompt
-                        // fails, the run goes on.
-                        Err(distill_data::Error::InvalidExample { reason, .. }) => {
-                            failures.record(&shared, &prompt, format!("invalid example: {reason}"), 1)?;
-                        }
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-                Outcome::Failed { error, attempts } => {
-                    failures.record(&shared, &prompt, error.reason(), attempts)?;
-                    if error.class() == ErrorClass::Fatal && fatal.is_none() {
-                        tracing::error!(id = %prompt.id, error = %error, "fatal error: stopping the run");
-                        fatal = Some(Error::Fatal {
-                            id: prompt.id.clone(),
-                            source: Box::new(error),
-                        });
-                        stopping = true;
-                        shared.stop.cancel();
-                    }
-                }
-                Outcome::Abandoned => {}
-            }
+            let Some(joined) = joined else { return Ok(None) };
+            let ended = joined.map_err(Error::Task)?;
+            self.shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Ok(Some(ended));
         }
+    }
 
-        writer.sync()?;
-        let stop = if fatal.is_some() {
+    /// Spawns requests while fewer than `concurrency` are in flight and
+    /// `done + reserved + in flight < N`.
+    fn fill(&mut self, reserved: usize) {
+        let done = self.shared.counters.done.load(Ordering::Relaxed) + reserved;
+        let room = |tasks: &JoinSet<_>| {
+            tasks.len() < self.opts.concurrency && done + tasks.len() < self.opts.num_examples
+        };
+        while room(&self.tasks) {
+            let writer = self.writer.as_ref();
+            let Some(prompt) = self.feed.take(|id| writer.is_some_and(|w| w.contains(id))) else {
+                break;
+            };
+            self.shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            self.tasks.spawn(async move {
+                let outcome = attempt_prompt(&shared, &prompt).await;
+                (prompt, outcome)
+            });
+        }
+    }
+
+    /// Writes an answer, or records a failure; a fatal error stops the run.
+    async fn settle(&mut self, prompt: Prompt, outcome: Outcome) -> Result<()> {
+        match outcome {
+            Attempts::Done(completion) => {
+                // Start the next request before this example's write (and fsync), counting
+                // the example as done so that the file can never exceed N.
+                if !self.stopping {
+                    self.fill(1);
+                }
+                self.write(prompt, &completion).await
+            }
+            Attempts::Failed { error, attempts } => {
+                self.fail(&prompt, error.reason(), attempts)?;
+                if error.class() == ErrorClass::Fatal && self.fatal.is_none() {
+                    tracing::error!(id = %prompt.id, error = %error, "fatal error: stopping the run");
+                    self.fatal = Some(Error::Fatal {
+                        id: prompt.id,
+                        source: Box::new(error),
+                    });
+                    self.stopping = true;
+                    self.shared.stop.cancel();
+                }
+                Ok(())
+            }
+            Attempts::Cancelled => Ok(()),
+        }
+    }
+
+    async fn write(&mut self, prompt: Prompt, completion: &Completion) -> Result<()> {
+        let example = live_example(&prompt, completion, &self.teacher, &self.opts.params);
+        let writer = self.writer.take().expect("the writer is back after every append");
+        let (writer, written) = append_blocking(writer, example).await?;
+        self.writer = Some(writer);
+        if let Some(reason) = refusal(written)? {
+            return self.fail(&prompt, reason, 1);
+        }
+        let cost = cost(&self.opts.prices, completion, &self.teacher, 1.0);
+        let counters = &self.shared.counters;
+        counters
+            .accounting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(completion.usage.as_ref(), cost);
+        counters.done.fetch_add(1, Ordering::Relaxed);
+        self.shared.emit(Event::Written {
+            id: prompt.id,
+            latency: completion.latency,
+            usage: completion.usage,
+        });
+        Ok(())
+    }
+
+    fn fail(&mut self, prompt: &Prompt, reason: String, attempts: u32) -> Result<()> {
+        let record = self.failures.record(prompt, reason, attempts)?;
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.shared.emit(Event::Failed {
+            id: record.id,
+            attempts,
+            reason: record.reason,
+        });
+        Ok(())
+    }
+
+    /// Syncs the output and reports why the run ended; a fatal error is returned as such.
+    fn finish(mut self, cancel: &CancellationToken) -> Result<Summary> {
+        if let Some(writer) = &mut self.writer {
+            writer.sync()?;
+        }
+        let stop = if self.fatal.is_some() {
             StopReason::Fatal
-        } else if shared.counters.done.load(Ordering::Relaxed) >= opts.num_examples {
+        } else if self.shared.counters.done.load(Ordering::Relaxed) >= self.opts.num_examples {
             StopReason::Completed
-        } else if stopping || cancel.is_cancelled() {
+        } else if self.stopping || cancel.is_cancelled() {
             StopReason::Cancelled
         } else {
             StopReason::SourceExhausted
         };
         let summary = Summary {
-            progress: shared.progress(),
+            progress: self.shared.progress(),
             stop,
-            failures_file: failures.written.then_some(failures_file),
-            prices_as_of: opts.prices.as_of.clone(),
+            failures_file: self.failures.written(),
+            prices_as_of: self.opts.prices.as_of.clone(),
         };
         tracing::info!(
             done = summary.progress.done,
@@ -470,8 +505,8 @@ impl Engine {
             stop = ?summary.stop,
             "generation finished"
         );
-        shared.emit(Event::Finished(summary.clone()));
-        match fatal {
+        self.shared.emit(Event::Finished(summary.clone()));
+        match self.fatal {
             Some(e) => Err(e),
             None => Ok(summary),
         }
@@ -486,170 +521,61 @@ struct Feed<I> {
 }
 
 impl<I: Iterator<Item = Prompt>> Feed<I> {
-    /// Spawns requests while there is room: fewer than `concurrency` in flight and
-    /// `done + reserved + in flight < N`. Skips ids already written or already taken.
-    fn fill(
-        &mut self,
-        tasks: &mut JoinSet<(Prompt, Outcome)>,
-        writer: &ExampleWriter,
-        shared: &Arc<Shared>,
-        opts: &GenerateOptions,
-        reserved: usize,
-    ) {
-        let done = shared.counters.done.load(Ordering::Relaxed) + reserved;
-        while !self.exhausted && tasks.len() < opts.concurrency && done + tasks.len() < opts.num_examples {
+    /// The next prompt not yet written nor taken; `None` once the source is exhausted.
+    fn take(&mut self, written: impl Fn(&str) -> bool) -> Option<Prompt> {
+        while !self.exhausted {
             let Some(prompt) = self.source.next() else {
                 self.exhausted = true;
                 break;
             };
-            if writer.contains(&prompt.id) || !self.dispatched.insert(prompt.id.clone()) {
-                continue;
+            if !written(&prompt.id) && self.dispatched.insert(prompt.id.clone()) {
+                return Some(prompt);
             }
-            shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            let task_shared = shared.clone();
-            tasks.spawn(async move {
-                let outcome = attempt_prompt(&task_shared, &prompt).await;
-                (prompt, outcome)
-            });
         }
+        None
     }
 }
 
-/// Up to `max_attempts` attempts at one prompt.
+/// Up to `max_attempts` attempts at one prompt, each admitted by the rate limiter.
 async fn attempt_prompt(shared: &Shared, prompt: &Prompt) -> Outcome {
     let estimate = estimate_tokens(prompt, &shared.params);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
+    let attempt = move || async move {
         let permit = tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => return Outcome::Abandoned,
+            _ = shared.stop.cancelled() => return None,
             p = shared.limiter.acquire(estimate) => p,
         };
-        let result = match tokio::time::timeout(
+        let result = within(
             shared.timeout,
             shared.teacher.complete(&prompt.messages, &shared.params),
         )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(shared.timeout)),
-        };
-        let billed = result
-            .as_ref()
-            .ok()
-            .and_then(|c| c.usage.map(|u| u.total_tokens()));
-        permit.settle(billed);
-        let error = match result {
-            Ok(completion) => return Outcome::Success(Box::new(completion)),
-            Err(e) => e,
-        };
-        let hint = match error.class() {
-            ErrorClass::Transient { retry_after } if attempt < shared.retry.max_attempts => retry_after,
-            _ => {
-                return Outcome::Failed {
-                    error,
-                    attempts: attempt,
-                };
-            }
-        };
-        if shared.stop.is_cancelled() {
-            return Outcome::Abandoned;
-        }
-        let delay = shared.retry.delay(attempt, hint, &mut rand::rng());
+        .await;
+        permit.settle(
+            result
+                .as_ref()
+                .ok()
+                .and_then(|c| c.usage.map(|u| u.total_tokens())),
+        );
+        Some(result.map(Box::new))
+    };
+    let on_retry = |retry: crate::retry::Retry<'_>| {
+        let reason = retry.error.reason();
         shared.counters.retries.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(id = %prompt.id, attempt, ?delay, reason = %error.reason(), "retrying");
+        tracing::debug!(id = %prompt.id, attempt = retry.attempt, delay = ?retry.delay, %reason, "retrying");
         shared.emit(Event::Retrying {
             id: prompt.id.clone(),
-            attempt,
-            delay,
-            reason: error.reason(),
+            attempt: retry.attempt,
+            delay: retry.delay,
+            reason,
         });
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => return Outcome::Abandoned,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    };
+    shared.retry.attempt(&shared.stop, attempt, on_retry).await
 }
 
 /// Prompt characters / 4 plus the completion budget: what OpenAI counts against a TPM limit.
 fn estimate_tokens(prompt: &Prompt, params: &GenerationParams) -> u64 {
     let chars: usize = prompt.messages.iter().map(|m| m.content.len() + 16).sum();
     (chars / 4) as u64 + u64::from(params.max_tokens.unwrap_or(512))
-}
-
-fn to_example(
-    prompt: &Prompt,
-    completion: &Completion,
-    provider: &str,
-    model: &str,
-    params: &GenerationParams,
-) -> Example {
-    let choice = completion.first();
-    let mut example = prompt
-        .clone()
-        .into_example(choice.map(|c| c.text.clone()).unwrap_or_default());
-    example.teacher = Some(TeacherInfo {
-        model: if completion.model.is_empty() {
-            model.to_owned()
-        } else {
-            completion.model.clone()
-        },
-        provider: provider.to_owned(),
-        finish_reason: choice.and_then(|c| c.finish_reason.clone()),
-        usage: completion.usage,
-        latency_ms: Some(completion.latency.as_millis() as u64),
-        created: completion.created,
-    });
-    if params.top_logprobs > 0 {
-        example.logprobs = choice.and_then(|c| c.logprobs.clone());
-    }
-    let mut filters = serde_json::Map::new();
-    if let Some(p) = &completion.prompt_filter_results {
-        filters.insert("prompt".into(), p.clone());
-    }
-    if let Some(c) = choice.and_then(|c| c.content_filter_results.clone()) {
-        filters.insert("completion".into(), c);
-    }
-    if !filters.is_empty() {
-        example
-            .metadata
-            .insert("content_filter".into(), serde_json::Value::Object(filters));
-    }
-    example
-}
-
-fn open_output(opts: &GenerateOptions) -> Result<ExampleWriter> {
-    if !opts.resume
-        && let Ok(meta) = std::fs::metadata(&opts.output)
-        && meta.len() > 0
-    {
-        return Err(Error::Options(format!(
-            "{} already exists; pass resume to continue it, or choose another output",
-            opts.output.display()
-        )));
-    }
-    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let writer = ExampleWriter::open_with(
-        &opts.output,
-        WriterOptions {
-            sync: opts.sync,
-            ..Default::default()
-        },
-    )?;
-    if let Some(torn) = writer.torn_tail() {
-        tracing::warn!(
-            bytes = torn.len,
-            "removed a torn last line left by an interrupted run"
-        );
-    }
-    Ok(writer)
 }
 
 /// Appends on the blocking pool so an fsync never stalls the runtime's workers.
@@ -665,88 +591,9 @@ async fn append_blocking(
     .map_err(Error::Task)
 }
 
-/// The failures file: truncated at the start of each run, so it lists exactly the prompts this
-/// run gave up on (a resumed run retries earlier failures, which are not in the dataset).
-struct FailureLog {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    written: bool,
-}
-
-impl FailureLog {
-    /// Removes the previous run's file: its prompts are retried by this run, so keeping it
-    /// would list prompts that end up in the dataset.
-    fn start(path: PathBuf) -> Result<Self> {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::Io { path, source }),
-        }
-        Ok(FailureLog {
-            path,
-            file: None,
-            written: false,
-        })
-    }
-
-    fn record(&mut self, shared: &Shared, prompt: &Prompt, reason: String, attempts: u32) -> Result<()> {
-        let id = prompt.id.as_str();
-        if self.file.is_none() {
-            let file = std::fs::File::create(&self.path).map_err(|source| Error::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-            self.file = Some(file);
-        }
-        let record = FailureRecord {
-            id: id.to_owned(),
-            prompt: prompt
-                .messages
-                .iter()
-                .rev()
-                .find(|m| m.role == distill_data::Role::User)
-                .map(|m| m.content.clone())
-                .unwrap_or_default(),
-            messages: prompt.messages.clone(),
-            reason: reason.clone(),
-            attempts,
-        };
-        let mut line = serde_json::to_vec(&record).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        line.push(b'\n');
-        if let Some(f) = &mut self.file {
-            // One write per record keeps lines whole if the process dies.
-            f.write_all(&line).map_err(|source| Error::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        }
-        self.written = true;
-        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(id, attempts, reason = %reason, "prompt failed");
-        shared.emit(Event::Failed {
-            id: id.to_owned(),
-            attempts,
-            reason,
-        });
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failures_file_sits_next_to_the_output() {
-        assert_eq!(
-            failures_path(Path::new("data/x.jsonl")),
-            Path::new("data/x.failures.jsonl")
-        );
-        assert_eq!(failures_path(Path::new("out")), Path::new("out.failures.jsonl"));
-    }
 
     #[test]
     fn token_estimate_counts_the_budget() {

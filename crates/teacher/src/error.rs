@@ -100,6 +100,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file this crate keeps beside the dataset (the batch state file) does not parse.
+    #[error("{}: cannot parse", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Something could not be encoded as JSON (a request, a batch, a record).
+    #[error("cannot encode {what} as JSON")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Reading or writing the dataset failed.
     #[error(transparent)]
     Data(#[from] distill_data::Error),
@@ -115,6 +133,15 @@ pub enum Error {
         status: String,
         /// The errors the provider reported, joined.
         detail: String,
+    },
+    /// One request inside a batch failed with an error other than an HTTP status, as the
+    /// batch's output or error file reports it.
+    #[error("{code}: {message}")]
+    BatchRequest {
+        /// The provider's error code.
+        code: String,
+        /// The provider's message.
+        message: String,
     },
     /// The HTTP client could not be built (for example, no TLS backend could be initialised).
     #[error("cannot build the HTTP client")]

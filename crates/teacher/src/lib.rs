@@ -16,11 +16,14 @@
 pub mod batch;
 mod chat;
 pub mod config;
+mod convert;
 pub mod engine;
 mod error;
+mod failures;
 mod http;
 pub mod limiter;
 mod openai;
+mod output;
 pub mod pricing;
 pub mod retry;
 mod teacher;

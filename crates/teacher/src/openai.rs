@@ -44,9 +44,8 @@ impl Endpoint {
         params: &GenerationParams,
     ) -> Result<Completion> {
         let request = build_request(&self.model, messages, params, self.field);
-        let body = serde_json::to_vec(&request).map_err(|source| Error::Decode {
-            url: self.chat_url.clone(),
-            body: String::new(),
+        let body = serde_json::to_vec(&request).map_err(|source| Error::Encode {
+            what: "the request",
             source,
         })?;
         let started = Instant::now();

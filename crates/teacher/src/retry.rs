@@ -2,12 +2,17 @@
 //! wait hints (`retry-after-ms`, `Retry-After`, `x-ratelimit-reset-*`).
 //!
 //! async-openai's built-in retry honours only an integer `Retry-After`, so this crate sends
-//! requests itself and this policy is the only one in force.
+//! requests itself and this policy is the only one in force. The generation engine and batch
+//! mode both make their attempts through [`RetryPolicy::attempt`], so that they retry alike.
 
+use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::header::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorClass, Result};
 
 /// How often and how long to retry transient failures.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +58,91 @@ impl RetryPolicy {
             .min(self.max_backoff);
         Duration::from_secs_f64(rng.random_range(0.0..=1.0) * ceiling.as_secs_f64())
     }
+}
+
+/// How a series of attempts ended.
+#[derive(Debug)]
+pub(crate) enum Attempts<T> {
+    /// An attempt succeeded.
+    Done(T),
+    /// The last attempt failed with an error that a retry cannot help, or it was the last one
+    /// allowed.
+    Failed {
+        /// The last error.
+        error: Error,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Cancelled before an attempt was made, or while waiting to retry.
+    Cancelled,
+}
+
+/// A retry about to be waited for, as reported to the caller.
+#[derive(Debug)]
+pub(crate) struct Retry<'a> {
+    /// The attempt that failed (1 for the first).
+    pub(crate) attempt: u32,
+    /// The wait before the next attempt.
+    pub(crate) delay: Duration,
+    /// Why it failed.
+    pub(crate) error: &'a Error,
+}
+
+impl RetryPolicy {
+    /// Calls `attempt` until it succeeds, fails with an error that is not
+    /// [transient](ErrorClass::Transient), `max_attempts` are spent, or `cancel` fires (no
+    /// retry starts after that). `attempt` returns `None` when it saw the cancellation before
+    /// it could send anything. `on_retry` hears of each retry before its wait.
+    pub(crate) async fn attempt<T, F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        mut attempt: F,
+        mut on_retry: impl FnMut(Retry<'_>),
+    ) -> Attempts<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<Result<T>>>,
+    {
+        let mut made = 0u32;
+        loop {
+            made += 1;
+            let error = match attempt().await {
+                None => return Attempts::Cancelled,
+                Some(Ok(value)) => return Attempts::Done(value),
+                Some(Err(e)) => e,
+            };
+            let hint = match error.class() {
+                ErrorClass::Transient { retry_after } if made < self.max_attempts => retry_after,
+                _ => {
+                    return Attempts::Failed {
+                        error,
+                        attempts: made,
+                    };
+                }
+            };
+            if cancel.is_cancelled() {
+                return Attempts::Cancelled;
+            }
+            let delay = self.delay(made, hint, &mut rand::rng());
+            on_retry(Retry {
+                attempt: made,
+                delay,
+                error: &error,
+            });
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Attempts::Cancelled,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// `request`'s result, or [`Error::Timeout`] when it takes longer than `limit`.
+pub(crate) async fn within<T>(limit: Duration, request: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or(Err(Error::Timeout(limit)))
 }
 
 /// The server's requested wait, from the response headers.
