@@ -14,8 +14,8 @@ use distill_data::{FinishReason, Prompt, read_file};
 use distill_teacher::engine::{FailureRecord, failures_path};
 use distill_teacher::retry::RetryPolicy;
 use distill_teacher::{
-    CancellationToken, Engine, Error, GenerateOptions, OpenAiSettings, OpenAiTeacher, StopReason, Summary,
-    Teacher,
+    CancellationToken, Engine, Error, Event, GenerateOptions, OpenAiSettings, OpenAiTeacher, StopReason,
+    Summary, Teacher,
 };
 
 fn teacher(server: &FaultServer) -> Arc<dyn Teacher> {
@@ -92,26 +92,34 @@ async fn rate_limit_storm_honours_retry_after_ms() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let ps = prompts(12);
-    let summary = run(&server, options(dir.path(), 12), &ps).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let summary = Engine::new(teacher(&server), options(dir.path(), 12))
+        .with_events(tx)
+        .run(ps.clone(), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(summary.stop, StopReason::Completed);
     let (w, f) = assert_accounted(&dir.path().join("out.jsonl"), &ps);
     assert_eq!((w.len(), f.len()), (12, 0));
     assert_eq!(summary.progress.retries, 36);
-    // retry-after-ms wins over Retry-After: gaps are >= 60 ms and well under 1 s.
-    let mut by_prompt: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
+    let mut by_prompt: HashMap<String, u32> = HashMap::new();
     for s in server.seen() {
-        by_prompt.entry(s.call.prompt).or_default().push(s.at);
+        *by_prompt.entry(s.call.prompt).or_default() += 1;
     }
-    for (prompt, times) in by_prompt {
-        assert_eq!(times.len(), 4, "{prompt}");
-        for pair in times.windows(2) {
-            let gap = pair[1] - pair[0];
+    assert!(by_prompt.values().all(|&n| n == 4), "{by_prompt:?}");
+    // retry-after-ms wins over Retry-After: each wait is the 60 ms hint plus at most 10%
+    // jitter (the engine's chosen delay, not a clock reading, so nothing here can flake).
+    let mut retries = 0;
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Retrying { delay, .. } = ev.event {
+            retries += 1;
             assert!(
-                gap >= Duration::from_millis(58) && gap < Duration::from_millis(600),
-                "{prompt}: gap {gap:?}"
+                delay >= Duration::from_millis(60) && delay <= Duration::from_millis(66),
+                "{delay:?}"
             );
         }
     }
+    assert_eq!(retries, 36);
 }
 
 #[tokio::test]
@@ -145,14 +153,24 @@ async fn timeouts_are_retried() {
     let ps = prompts(6);
     let mut o = options(dir.path(), 6);
     o.request_timeout = Duration::from_millis(200);
-    let started = std::time::Instant::now();
-    run(&server, o, &ps).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let summary = Engine::new(teacher(&server), o)
+        .with_events(tx)
+        .run(ps.clone(), CancellationToken::new())
+        .await
+        .unwrap();
     let (w, _) = assert_accounted(&dir.path().join("out.jsonl"), &ps);
     assert_eq!(w.len(), 6);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "timed-out attempts must be abandoned"
-    );
+    // Each first attempt was abandoned at the deadline and retried, not waited out.
+    assert_eq!(summary.progress.retries, 6);
+    let mut timed_out = 0;
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Retrying { reason, .. } = ev.event {
+            assert!(reason.contains("timed out"), "{reason}");
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 6);
 }
 
 #[tokio::test]
@@ -511,34 +529,74 @@ async fn resume_clears_failures_that_now_succeed() {
     assert_eq!((w.len(), f.len()), (4, 0));
 }
 
-#[tokio::test]
+/// A teacher in this process that answers at once and notes when each request came, on the
+/// runtime's clock (paused in the test below, so the pacing is exact).
+struct Clocked {
+    calls: std::sync::Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl Teacher for Clocked {
+    fn id(&self) -> distill_teacher::TeacherId {
+        distill_teacher::TeacherId {
+            provider: "local".into(),
+            model: "clocked".into(),
+        }
+    }
+
+    async fn complete(
+        &self,
+        messages: &[distill_data::Message],
+        _params: &distill_teacher::GenerationParams,
+    ) -> Result<distill_teacher::Completion, Error> {
+        self.calls.lock().unwrap().push(tokio::time::Instant::now());
+        Ok(distill_teacher::Completion {
+            choices: vec![distill_teacher::Choice {
+                text: answer_for(&messages.last().unwrap().content),
+                finish_reason: Some(FinishReason::Stop),
+                logprobs: None,
+                content_filter_results: None,
+            }],
+            usage: None,
+            latency: Duration::ZERO,
+            model: "clocked".into(),
+            created: None,
+            prompt_filter_results: None,
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn client_side_rate_limit_paces_requests() {
-    let server = FaultServer::start(Duration::ZERO, |_: &Call| Reply::Ok).await;
+    let clocked = Arc::new(Clocked {
+        calls: std::sync::Mutex::new(Vec::new()),
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut o = options(dir.path(), 36);
     o.concurrency = 16;
+    o.sync = distill_data::SyncPolicy::OnClose;
     // 1,200 requests/min = 20/s, with a burst of 12.
     o.limits = distill_teacher::limiter::RateLimits {
         requests_per_minute: Some(1_200),
         tokens_per_minute: None,
         burst: 0.01,
     };
-    let started = std::time::Instant::now();
-    run(&server, o, &prompts(36)).await.unwrap();
-    let took = started.elapsed();
-    // 12 at once, then 24 more at 20/s.
+    let started = tokio::time::Instant::now();
+    Engine::new(clocked.clone(), o)
+        .run(prompts(36), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(written_ids(&dir.path().join("out.jsonl")).len(), 36);
+    let calls = clocked.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 36);
+    // 12 at once, then 24 more at 20/s: the last at 1.2 s.
+    let at: Vec<Duration> = calls.iter().map(|c| *c - started).collect();
+    assert!(at[..12].iter().all(|t| *t < Duration::from_millis(1)), "{at:?}");
+    let last = *at.last().unwrap();
     assert!(
-        took >= Duration::from_millis(1_150) && took < Duration::from_secs(4),
-        "{took:?}"
+        last >= Duration::from_millis(1_195) && last <= Duration::from_millis(1_210),
+        "{last:?}"
     );
-    let seen = server.seen();
-    let first = seen[0].at;
-    let in_first_half_second = seen
-        .iter()
-        .filter(|s| s.at - first < Duration::from_millis(500))
-        .count();
-    assert!(
-        (12..=23).contains(&in_first_half_second),
-        "{in_first_half_second} requests in the first 0.5 s"
-    );
+    let in_first_half_second = at.iter().filter(|t| **t < Duration::from_millis(500)).count();
+    assert_eq!(in_first_half_second, 12 + 9, "{at:?}");
 }
