@@ -343,6 +343,75 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_up_to_the_cap_with_the_hint() {
+        let mut delays = Vec::new();
+        let ended = policy()
+            .attempt(
+                &CancellationToken::new(),
+                || async { Some(Err::<(), _>(Error::Timeout(Duration::from_secs(1)))) },
+                |r| delays.push((r.attempt, r.delay)),
+            )
+            .await;
+        assert!(matches!(ended, Attempts::Failed { attempts: 3, .. }), "{ended:?}");
+        assert_eq!(delays.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2]);
+        let mut n = 0;
+        let ended = policy()
+            .attempt(
+                &CancellationToken::new(),
+                || {
+                    n += 1;
+                    let answer = if n < 3 {
+                        Err(Error::Timeout(Duration::ZERO))
+                    } else {
+                        Ok(n)
+                    };
+                    async move { Some(answer) }
+                },
+                |_| {},
+            )
+            .await;
+        assert!(matches!(ended, Attempts::Done(3)), "{ended:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_and_cancellation_stop_at_once() {
+        let mut calls = 0;
+        let ended = policy()
+            .attempt(
+                &CancellationToken::new(),
+                || {
+                    calls += 1;
+                    async { Some(Err::<(), _>(Error::Options("bad".into()))) }
+                },
+                |_| panic!("a permanent error is not retried"),
+            )
+            .await;
+        assert!(matches!(ended, Attempts::Failed { attempts: 1, .. }));
+        assert_eq!(calls, 1);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let ended = policy()
+            .attempt(
+                &cancel,
+                || async { Some(Err::<(), _>(Error::Timeout(Duration::ZERO))) },
+                |_| panic!("no retry starts after cancellation"),
+            )
+            .await;
+        assert!(matches!(ended, Attempts::Cancelled));
+        let ended = policy()
+            .attempt(&cancel, || async { None::<Result<()>> }, |_| {})
+            .await;
+        assert!(matches!(ended, Attempts::Cancelled));
+    }
+
     #[test]
     fn backoff_is_bounded_and_grows() {
         let p = RetryPolicy::default();
