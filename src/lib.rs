@@ -11,13 +11,37 @@
 //! | [`student`] | `distill-student` | student models, checkpoints and the trainer (libtorch) |
 //! | [`eval`] | `distill-eval` | BLEU, ROUGE, latency, size and reports |
 //! | [`azureml`] | `distill-azureml` | Azure ML submission |
+//! | [`gguf`] | `distill-gguf` | GGUF reading, writing and dequantization |
+//! | [`kernels`] | `distill-kernels` | f32 CPU kernels for decoding |
+//!
+//! Beside the re-exports, the facade holds what joins the crates:
+//! - [`local_teacher`]: a local model as a [`teacher::Teacher`], batched on the CPU decoder;
+//! - [`evaluate`]: a model's answers, speed and size against a teacher's stored answers;
+//! - [`lab`]: the whole lab, end to end and resumable.
 #![warn(missing_docs)]
+
+mod error;
+pub mod evaluate;
+pub mod lab;
+pub mod local_teacher;
+
+pub use error::{Error, Result};
 
 pub use distill_azureml as azureml;
 pub use distill_data as data;
 pub use distill_eval as eval;
+pub use distill_gguf as gguf;
+pub use distill_kernels as kernels;
 pub use distill_student as student;
 pub use distill_teacher as teacher;
+
+/// The conversation in the tokenizer's message type, for its chat template.
+pub(crate) fn chat_messages(messages: &[distill_data::Message]) -> Vec<distill_student::tokenizer::Message> {
+    messages
+        .iter()
+        .map(|m| distill_student::tokenizer::Message::new(m.role.as_str(), m.content.clone()))
+        .collect()
+}
 
 /// An error and its causes on one line, joined by `: `, as a command line reports them. A
 /// cause whose text the line already holds is left out: several of the workspace's errors put

@@ -1,12 +1,16 @@
 //! `distill`: the command-line interface. Argument parsing and wiring only; the work
 //! lives in the library crates.
 
+mod assets;
 mod chat;
+mod data;
+
 mod device;
 mod eval;
 mod export;
 mod generate;
 mod hub;
+mod lab;
 mod train;
 
 use std::process::ExitCode;
@@ -18,9 +22,15 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "distill", version, about, long_about = None)]
 struct Cli {
-    /// Log filter, as in RUST_LOG (for example `info` or `distill_teacher=debug`).
-    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
-    log: String,
+    /// Log filter, as in RUST_LOG (for example `info` or `distill_teacher=debug`); overrides -v/-q.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
+    /// More detail in the log (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,16 +45,32 @@ enum Command {
     Export(export::Args),
     /// Generate a distillation dataset from a teacher (OpenAI, Azure OpenAI, OpenAI-compatible).
     Generate(generate::Args),
-    /// Evaluate outputs: BLEU and ROUGE of text files (`eval text`).
+    /// Evaluate a model against a dataset's teacher answers, or score text files (`eval text`).
     Eval(eval::Args),
+    /// Inspect and transform datasets: validate, stats, split, dedup, filter, convert, export.
+    Data(data::Args),
+    /// Run the whole lab end to end (offline by default): generate, train, evaluate, export.
+    Lab(lab::Args),
     /// Train a student on a distillation dataset (hard and soft labels).
     Train(train::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Libraries' own logs (hf-hub retries while offline) stay out of the default output: the
+    // error we return says what failed, once.
+    let filter = cli.log.clone().unwrap_or_else(|| {
+        match (cli.quiet, cli.verbose) {
+            (true, _) => "error,hf_hub=off",
+            (false, 0) => "warn,hf_hub=off",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            _ => "trace",
+        }
+        .to_owned()
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {
@@ -68,6 +94,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Export(args) => export::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Lab(args) => lab::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
     }

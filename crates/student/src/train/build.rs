@@ -280,7 +280,7 @@ impl Trainer {
     fn resume(&mut self) -> Result<()> {
         let root = self.checkpoints_dir();
         let Some((newest, loaded)) = ckpt::load_resumable(&root, &self.state.fingerprint)? else {
-            tracing::warn!(dir = %root.display(), "resume asked for, but there is no checkpoint yet; starting from the beginning");
+            tracing::info!(dir = %root.display(), "resume asked for, but there is no checkpoint yet; starting from the beginning");
             return Ok(());
         };
         let mut saved = loaded.state;
