@@ -445,7 +445,8 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
     }
 
     async fn write(&mut self, prompt: Prompt, completion: &Completion) -> Result<()> {
-        let example = live_example(&prompt, completion, &self.teacher, &self.opts.params);
+        let mut example = live_example(&prompt, completion, &self.teacher, &self.opts.params);
+        example.metadata.extend(self.shared.teacher.example_metadata());
         let writer = self.writer.take().expect("the writer is back after every append");
         let (writer, written) = append_blocking(writer, example).await?;
         self.writer = Some(writer);

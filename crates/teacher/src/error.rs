@@ -152,6 +152,15 @@ pub enum Error {
     /// The operation was cancelled by the caller before it finished.
     #[error("cancelled")]
     Cancelled,
+    /// A teacher that runs in this process (a local model) failed on this request.
+    #[error("the local teacher {model} failed")]
+    Local {
+        /// The model.
+        model: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The run stopped because an error made every further request pointless
     /// (bad credentials, exhausted quota); the dataset is resumable.
     #[error("generation stopped after a fatal error on prompt {id}")]

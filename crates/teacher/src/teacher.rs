@@ -131,6 +131,12 @@ pub trait Teacher: Send + Sync {
     /// Sends one request and returns the completion, or an error that says whether a retry
     /// can help ([`Error::class`](crate::Error::class)).
     async fn complete(&self, messages: &[Message], params: &GenerationParams) -> Result<Completion>;
+
+    /// Metadata recorded in every example this teacher answers, for example the vocabulary hash
+    /// of a local teacher whose logprobs a student with the same tokenizer can use directly.
+    fn example_metadata(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! [`SplitMix64`].
 
 use crate::error::Result;
-use crate::example::{Example, Message, Metadata};
+use crate::example::{Example, Message, Metadata, Split};
 
 mod sources;
 
@@ -21,6 +21,8 @@ pub struct Prompt {
     pub messages: Vec<Message>,
     /// Metadata carried into the example, e.g. `category` or `answer_key`.
     pub metadata: Metadata,
+    /// The split the example made from this prompt belongs to, when the caller has assigned one.
+    pub split: Option<Split>,
 }
 
 impl Prompt {
@@ -30,6 +32,7 @@ impl Prompt {
             id: Example::id_for(&messages),
             messages,
             metadata: Metadata::new(),
+            split: None,
         }
     }
 
@@ -43,7 +46,7 @@ impl Prompt {
         Self::new(messages)
     }
 
-    /// The example this prompt becomes once answered: same id, messages and metadata.
+    /// The example this prompt becomes once answered: same id, messages, metadata and split.
     pub fn into_example(self, response: impl Into<String>) -> Example {
         Example {
             id: self.id,
@@ -51,7 +54,7 @@ impl Prompt {
             response: response.into(),
             teacher: None,
             logprobs: None,
-            split: None,
+            split: self.split,
             metadata: self.metadata,
         }
     }
