@@ -297,7 +297,7 @@ impl LabReport {
 
     /// Three bar charts side by side: ROUGE-L against the teacher, tokens per second, parameters.
     pub fn to_svg(&self) -> String {
-        let panels: [(&str, fn(&ModelEval) -> f64); 3] = [
+        let panels: [Panel; 3] = [
             ("ROUGE-L F1 vs teacher", |m| m.rouge_l()),
             ("tokens / s", |m| m.latency.tokens_per_second),
             ("parameters (M)", |m| m.parameters as f64 / 1e6),
@@ -322,7 +322,7 @@ impl LabReport {
             let max = self
                 .models
                 .iter()
-                .map(|m| value(m))
+                .map(value)
                 .fold(0.0f64, f64::max)
                 .max(1e-9);
             for (i, m) in self.models.iter().enumerate() {
@@ -347,6 +347,9 @@ impl LabReport {
         svg
     }
 }
+
+/// A chart panel: its title and the value it plots per model.
+type Panel = (&'static str, fn(&ModelEval) -> f64);
 
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
