@@ -319,12 +319,7 @@ impl LabReport {
                 svg,
                 "<text x=\"{x0}\" y=\"20\" font-weight=\"bold\">{title}</text>"
             );
-            let max = self
-                .models
-                .iter()
-                .map(value)
-                .fold(0.0f64, f64::max)
-                .max(1e-9);
+            let max = self.models.iter().map(value).fold(0.0f64, f64::max).max(1e-9);
             for (i, m) in self.models.iter().enumerate() {
                 let v = value(m);
                 let w = (panel_w - 70.0) * v / max;
