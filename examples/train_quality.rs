@@ -17,12 +17,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use distill::data::{Example, Split};
 use distill::eval::rouge::{RougeScorer, RougeType};
-use distill::student::tch::{self, Device, Kind};
+use distill::evaluate::teacher_token_cross_entropy;
+use distill::student::tch::Device;
 use distill::student::tokenizer::{Message, Tokenizer};
-use distill::student::train::batch::collate;
-use distill::student::train::data::{Preparer, SoftSource};
-use distill::student::train::loss::cross_entropy_sum;
-use distill::student::{ForwardInput, GenerationConfig, LoadedModel, generate, shrink};
+use distill::student::{GenerationConfig, LoadedModel, Pretrained, generate, shrink};
 
 struct Args {
     dataset: PathBuf,
@@ -96,11 +94,7 @@ fn answers(
 ) -> anyhow::Result<Vec<String>> {
     let mut prompts = Vec::with_capacity(examples.len());
     for e in examples {
-        let messages: Vec<Message> = e
-            .messages
-            .iter()
-            .map(|m| Message::new(m.role.as_str(), m.content.clone()))
-            .collect();
+        let messages: Vec<Message> = e.messages.iter().map(Message::from).collect();
         let text = tokenizer.render_chat(&messages, true)?;
         prompts.push(
             tokenizer
@@ -130,32 +124,6 @@ fn answers(
     Ok(out)
 }
 
-/// Mean cross-entropy of the teacher's own response tokens (and the closing eos).
-fn teacher_token_ce(
-    model: &LoadedModel,
-    tokenizer: &Tokenizer,
-    examples: &[Example],
-    dataset: &Path,
-) -> anyhow::Result<f64> {
-    let preparer = Preparer::new(tokenizer, 1024, SoftSource::Dataset)?;
-    let (seqs, _) = preparer.prepare(examples, dataset)?;
-    let _guard = tch::no_grad_guard();
-    let (mut sum, mut count) = (0.0, 0usize);
-    let indices: Vec<usize> = (0..seqs.len()).collect();
-    for chunk in indices.chunks(8) {
-        let batch = collate(&seqs, chunk, 0, Device::Cpu);
-        let logits = model.model.forward(&ForwardInput::new(&batch.input_ids), None);
-        let vocab = logits.size()[2];
-        let rows = logits
-            .reshape([-1, vocab])
-            .index_select(0, &batch.positions)
-            .to_kind(Kind::Float);
-        sum += cross_entropy_sum(&rows, &batch.targets).double_value(&[]);
-        count += batch.targets_count;
-    }
-    Ok(sum / count as f64)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
     let all = distill::data::read_file(&args.dataset)?;
@@ -172,14 +140,16 @@ fn main() -> anyhow::Result<()> {
     for (name, spec) in &args.models {
         let started = Instant::now();
         let (model, tokenizer) = load(spec)?;
-        let outputs = answers(&model, &tokenizer, &test, &args)?;
+        let pretrained = Pretrained { model, tokenizer };
+        let (model, tokenizer) = (&pretrained.model, &pretrained.tokenizer);
+        let outputs = answers(model, tokenizer, &test, &args)?;
         let rouge: f64 = references
             .iter()
             .zip(&outputs)
             .map(|(r, o)| scorer.score(r, o).get(RougeType::L).map_or(0.0, |s| s.fmeasure))
             .sum::<f64>()
             / test.len() as f64;
-        let ce = teacher_token_ce(&model, &tokenizer, &test, &args.dataset)?;
+        let ce = teacher_token_cross_entropy(&pretrained, &test, 1024)?;
         let words = outputs
             .iter()
             .map(|o| o.split_whitespace().count())

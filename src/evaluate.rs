@@ -231,7 +231,8 @@ impl Generator for ChatGenerator<'_> {
         on_token: &mut dyn FnMut(&str),
     ) -> std::result::Result<GenerationOutput, distill_eval::BoxError> {
         let index: usize = prompt.parse()?;
-        let messages = crate::chat_messages(&self.conversations[index]);
+        let messages: Vec<distill_student::tokenizer::Message> =
+            self.conversations[index].iter().map(Into::into).collect();
         let reply = self.model.chat(&messages, &self.config, &mut |piece| {
             if !piece.is_empty() {
                 on_token(piece)

@@ -35,14 +35,6 @@ pub use distill_kernels as kernels;
 pub use distill_student as student;
 pub use distill_teacher as teacher;
 
-/// The conversation in the tokenizer's message type, for its chat template.
-pub(crate) fn chat_messages(messages: &[distill_data::Message]) -> Vec<distill_student::tokenizer::Message> {
-    messages
-        .iter()
-        .map(|m| distill_student::tokenizer::Message::new(m.role.as_str(), m.content.clone()))
-        .collect()
-}
-
 /// An error and its causes on one line, joined by `: `, as a command line reports them. A
 /// cause whose text the line already holds is left out: several of the workspace's errors put
 /// their cause in their own message and also return it from `source()`.

@@ -252,7 +252,7 @@ fn answer_batch(model: &Pretrained, jobs: Vec<Job>) {
 fn prompt_ids(model: &Pretrained, messages: &[Message]) -> distill_student::Result<Vec<i64>> {
     let text = model
         .tokenizer
-        .render_chat(&crate::chat_messages(messages), true)?;
+        .render_chat(&messages.iter().map(Into::into).collect::<Vec<_>>(), true)?;
     Ok(model
         .tokenizer
         .encode(&text, false)?
