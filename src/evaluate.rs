@@ -73,7 +73,9 @@ pub struct ModelEval {
     pub parameters: u64,
     /// Bytes on disk of its files, if it has any.
     pub disk_bytes: Option<u64>,
-    /// Resident memory the model added to the process: after generating, minus before loading.
+    /// Peak resident memory the model adds to the process to serve: the process's peak while
+    /// it answers the prompts minus its size before the model was loaded (free memory handed
+    /// back to the kernel first, so that an earlier model's leftovers do not hide it).
     pub resident_bytes: Option<u64>,
     /// Seconds to load it.
     pub load_seconds: f64,
@@ -113,14 +115,22 @@ pub struct Candidate {
     pub source: Option<PathBuf>,
     /// Seconds it took to load.
     pub load_seconds: f64,
-    /// Resident bytes of the process before it was loaded.
+    /// Resident bytes of the process before it was loaded (see [`Candidate::measure_from_here`]).
     pub rss_before: Option<u64>,
 }
 
 impl Candidate {
+    /// Starts measuring a model's memory: frees what the allocator holds unused, resets the
+    /// process's peak, and returns its resident size now (`None` where it cannot be measured).
+    pub fn measure_from_here() -> Option<u64> {
+        distill_eval::memory::release_free_memory();
+        distill_eval::memory::reset_peak_rss().ok()?;
+        distill_eval::memory::current_rss_bytes().ok()
+    }
+
     /// Loads `path` (a `.gguf` file or an HF directory) on the CPU, timing the load.
     pub fn load(name: &str, role: Role, path: &Path) -> Result<Self> {
-        let rss_before = distill_eval::memory::current_rss_bytes().ok();
+        let rss_before = Self::measure_from_here();
         let started = Instant::now();
         let model = Pretrained::load(path, Device::Cpu)?;
         Ok(Candidate {
@@ -151,6 +161,9 @@ pub fn evaluate(
     // Cross-entropy first, on the weights as loaded (generation re-lays them out).
     let teacher_token_cross_entropy =
         teacher_token_cross_entropy(&candidate.model, examples, settings.max_seq_len)?;
+    // The peak that counts is serving's: the cross-entropy's scratch is left out of it.
+    distill_eval::memory::release_free_memory();
+    let _ = distill_eval::memory::reset_peak_rss();
     candidate.model.prepare_for_generation(Precision::F32);
     let mut generator = ChatGenerator {
         model: &candidate.model,
@@ -177,8 +190,8 @@ pub fn evaluate(
     )?;
     let resident_bytes = candidate
         .rss_before
-        .zip(distill_eval::memory::current_rss_bytes().ok())
-        .map(|(before, after)| after.saturating_sub(before));
+        .zip(distill_eval::memory::peak_rss_bytes().ok())
+        .map(|(before, peak)| peak.saturating_sub(before));
     let mut showcase = Vec::with_capacity(settings.showcase_prompts.len());
     for prompt in &settings.showcase_prompts {
         let messages = [distill_student::tokenizer::Message::new("user", prompt.clone())];

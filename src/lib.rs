@@ -35,23 +35,18 @@ pub use distill_kernels as kernels;
 pub use distill_student as student;
 pub use distill_teacher as teacher;
 
-/// An error and its causes on one line, joined by `: `, as a command line reports them. A
-/// cause whose text the line already holds is left out: several of the workspace's errors put
-/// their cause in their own message and also return it from `source()`.
+/// An error and its causes on one line, joined by `: `, as a command line reports them.
+///
+/// Every error in the workspace leaves its source out of its own message and returns it from
+/// `source()`, so a plain join prints each cause once.
 pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = String::new();
+    let mut parts = Vec::new();
     let mut next = Some(error);
     while let Some(cause) = next {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
+        parts.push(cause.to_string());
         next = cause.source();
     }
-    line
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -59,7 +54,7 @@ mod tests {
     use super::error_line;
 
     #[test]
-    fn a_cause_already_in_the_message_is_printed_once() {
+    fn each_cause_is_printed_once_in_chain_order() {
         let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let data = distill_data::Error::Io {
             path: "d.jsonl".into(),

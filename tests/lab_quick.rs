@@ -1,31 +1,64 @@
 //! `distill lab --quick` end to end on the embedded teacher (SmolLM2 from the asset cache):
-//! every stage runs, the run directory holds what the lab promises, and a second run in the
-//! same directory resumes (nothing redone) or refuses another configuration.
+//! every stage runs, the run directory holds what the lab promises, a second run in the same
+//! directory resumes (nothing redone) or refuses another configuration, and a lab killed with
+//! SIGKILL during generation and again during training ends with the same dataset and the same
+//! weights, bit for bit, as the uninterrupted run.
 
 #[path = "../crates/gguf/tests/support/assets.rs"]
 mod assets;
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use distill::data::Split;
 use distill::evaluate::Role;
 use distill::lab::{self, LabConfig, LabEvent, Stage, TeacherChoice};
 
-#[test]
-fn quick_lab_fills_its_run_directory_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let run_dir = dir.path().join("run");
+/// Where the kill test's child process runs its lab; unset in the parent.
+const CHILD_RUN_DIR: &str = "DISTILL_TEST_LAB_CHILD_RUN_DIR";
+
+/// The quick lab's configuration for a run directory.
+fn quick_config(run_dir: &Path) -> LabConfig {
     let teacher = TeacherChoice::Local {
         model: assets::smollm2_gguf(),
     };
-    let mut config = LabConfig::new(&run_dir, teacher).quick();
+    let mut config = LabConfig::new(run_dir, teacher).quick();
     config.prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/prompts/lab.jsonl").into();
+    config
+}
+
+/// A fresh directory for one of this file's runs, under Cargo's scratch space for tests.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("lab_quick")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The uninterrupted quick lab, run once for both tests, and what it returned.
+fn uninterrupted() -> &'static (PathBuf, lab::LabOutcome) {
+    static RUN: OnceLock<(PathBuf, lab::LabOutcome)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let run_dir = scratch("uninterrupted");
+        let outcome = lab::run(&quick_config(&run_dir), &AtomicBool::new(false), &mut |_| {}).unwrap();
+        (run_dir, outcome)
+    })
+}
+
+#[test]
+fn quick_lab_fills_its_run_directory_and_resumes() {
+    let (run_dir, outcome) = uninterrupted();
+    let config = quick_config(run_dir);
     let stop = AtomicBool::new(false);
-    let outcome = lab::run(&config, &stop, &mut |_| {}).unwrap();
 
     for file in [
         "lab.json",
         "data.jsonl",
+        "evaluation.json",
         "generation/teacher.jsonl",
         "metrics.jsonl",
         "loss_curve.svg",
@@ -77,7 +110,7 @@ fn quick_lab_fills_its_run_directory_and_resumes() {
             .contains("machine learning")
     );
 
-    // Run again: generation and training are complete, so they are skipped.
+    // Run again: generation, training and evaluation are complete, so they are skipped.
     let mut skipped = Vec::new();
     lab::run(&config, &stop, &mut |e| {
         if let LabEvent::StageSkipped { stage } = e {
@@ -85,11 +118,126 @@ fn quick_lab_fills_its_run_directory_and_resumes() {
         }
     })
     .unwrap();
-    assert_eq!(skipped, [Stage::Generate, Stage::Train]);
+    assert_eq!(skipped, [Stage::Generate, Stage::Train, Stage::Evaluate]);
 
     // Another configuration in the same directory is refused, naming what differs.
     let mut other = config.clone();
     other.seed += 1;
     let err = lab::run(&other, &stop, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("seed"), "{err}");
+}
+
+/// Not a test on its own: the kill test's child process, which runs the quick lab in the
+/// directory its parent names (and does nothing when run without one).
+#[test]
+#[ignore = "run by `a_lab_killed_during_generation_and_training_ends_as_an_uninterrupted_one`"]
+fn lab_child_process() {
+    if let Some(run_dir) = std::env::var_os(CHILD_RUN_DIR) {
+        lab::run(
+            &quick_config(Path::new(&run_dir)),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+    }
+}
+
+/// Starts the quick lab in `run_dir` in a child process (this test binary, running only
+/// [`lab_child_process`]).
+fn spawn_lab(run_dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["lab_child_process", "--exact", "--ignored", "--quiet"])
+        .env(CHILD_RUN_DIR, run_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills `child` with SIGKILL as soon as `ready` holds, and returns what `ready` saw; fails if
+/// the child ends first or nothing happens for ten minutes.
+fn kill_when<T>(mut child: Child, mut ready: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(seen) = ready() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return seen;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the lab ended ({status}) before it could be killed");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the lab made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The complete lines of a file that is being appended to.
+fn complete_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+}
+
+/// An example without what differs from run to run by nature (the request's latency and
+/// creation time).
+fn comparable(mut example: distill::data::Example) -> distill::data::Example {
+    if let Some(teacher) = example.teacher.as_mut() {
+        teacher.latency_ms = None;
+        teacher.created = None;
+    }
+    example
+}
+
+#[test]
+fn a_lab_killed_during_generation_and_training_ends_as_an_uninterrupted_one() {
+    let run_dir = scratch("killed");
+    let config = quick_config(&run_dir);
+
+    let generation = run_dir.join("generation/teacher.jsonl");
+    let answered = kill_when(spawn_lab(&run_dir), || {
+        let lines = complete_lines(&generation);
+        (lines > 0).then_some(lines)
+    });
+    assert!(
+        answered < config.num_prompts && !run_dir.join("data.jsonl").exists(),
+        "killed after generation had ended ({answered} answers)"
+    );
+
+    let checkpoints = run_dir.join("checkpoints");
+    let checkpoint = kill_when(spawn_lab(&run_dir), || {
+        let names = std::fs::read_dir(&checkpoints).ok()?;
+        names
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find(|name| name.starts_with("step-"))
+    });
+    assert!(
+        !run_dir.join(".train-complete").exists(),
+        "killed after training had ended (first checkpoint {checkpoint})"
+    );
+
+    let mut notes = Vec::new();
+    lab::run(&config, &AtomicBool::new(false), &mut |e| {
+        if let LabEvent::Note(note) = e {
+            notes.push(note)
+        }
+    })
+    .unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("resuming from the checkpoint")),
+        "training did not resume: {notes:?}"
+    );
+
+    let (reference, _) = uninterrupted();
+    let examples = |dir: &Path| -> Vec<_> {
+        let data = distill::data::read_file(dir.join("data.jsonl")).unwrap();
+        data.into_iter().map(comparable).collect()
+    };
+    assert_eq!(examples(&run_dir), examples(reference), "the datasets differ");
+    let weights = |dir: &Path| std::fs::read(dir.join("final_model/model.safetensors")).unwrap();
+    assert!(
+        weights(&run_dir) == weights(reference),
+        "the resumed lab's weights differ from the uninterrupted lab's"
+    );
+    std::fs::remove_dir_all(&run_dir).unwrap();
 }

@@ -1,17 +1,20 @@
-//! `distill generate`: flags and environment → `TeacherConfig` and `GenerateOptions`, a progress
-//! bar from the engine's events, Ctrl-C → the engine's cancellation token.
+//! `distill generate`: flags and environment → `TeacherConfig` (or a local teacher) and
+//! `GenerateOptions`, a progress bar from the engine's events, Ctrl-C → the engine's
+//! cancellation token.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use distill::data::prompts::LabPrompts;
 use distill::data::{PromptSource, shuffle};
+use distill::local_teacher::{LocalTeacher, LocalTeacherOptions};
 use distill::teacher::batch::{BatchEvent, BatchOptions, BatchRunner};
 use distill::teacher::limiter::RateLimits;
 use distill::teacher::{
     AzureTeacher, CancellationToken, Engine, Event, GenerateOptions, OpenAiTeacher,
-    Provider as TeacherProvider, ProviderSettings, StopReason, TeacherConfig,
+    Provider as TeacherProvider, ProviderSettings, StopReason, Teacher, TeacherConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,6 +25,9 @@ enum Provider {
     Openai,
     /// Azure OpenAI (AZURE_OPENAI_* variables or --config).
     Azure,
+    /// A model on this machine, run in-process on the CPU (--model: a .gguf file, an HF
+    /// directory or a Hub id); no key, no server.
+    Local,
 }
 
 /// Generate a distillation dataset by asking a teacher model.
@@ -33,7 +39,8 @@ pub struct Args {
     /// The dataset file to write (JSONL).
     #[arg(long, alias = "output_path")]
     output: PathBuf,
-    /// The teacher model (for Azure, only recorded; the deployment answers).
+    /// The teacher model (for Azure, only recorded; the deployment answers; for local, the
+    /// model to run: a .gguf file, an HF directory or a Hub id).
     #[arg(long)]
     model: Option<String>,
     /// The provider (default: the config file's, else openai).
@@ -89,14 +96,15 @@ pub struct Args {
     poll_interval: f64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// The remote teacher's settings from `--config`, the environment and the flags.
+fn remote_config(args: &Args) -> anyhow::Result<TeacherConfig> {
     let vars = |k: &str| std::env::var(k).ok();
     let provider = args.provider.map(|p| match p {
-        Provider::Openai => TeacherProvider::OpenAi,
+        Provider::Openai | Provider::Local => TeacherProvider::OpenAi,
         Provider::Azure => TeacherProvider::Azure,
     });
-    let mut config = match &args.config {
-        Some(path) => TeacherConfig::from_toml_file(path, provider, vars)?,
+    let config = match &args.config {
+        Some(path) => TeacherConfig::from_toml_file(path, provider, vars),
         None => {
             let provider = provider.unwrap_or(TeacherProvider::OpenAi);
             // A local OpenAI-compatible server needs no key: --base-url must count before the
@@ -105,13 +113,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             TeacherConfig::from_vars(provider, |k| match (k, &base) {
                 ("OPENAI_BASE_URL", Some(url)) => Some(url.clone()),
                 _ => vars(k),
-            })?
+            })
         }
     };
+    let mut config = config.map_err(|e| match &e {
+        distill::teacher::Error::Config { key, .. } if key == "OPENAI_API_KEY" => anyhow::anyhow!(
+            "{e}; to generate offline instead, run the teacher here: \
+             --provider local --model <.gguf file | HF directory | Hub id>"
+        ),
+        _ => e.into(),
+    })?;
     if let Some(url) = &args.base_url {
         config.set_base_url(url)?;
     }
-    let model = args.model.clone().or_else(|| config.model.clone());
+    Ok(config)
+}
+
+/// `--provider local`: the model of `--model`, loaded in this process.
+fn local_teacher(model: Option<&str>, concurrency: usize) -> anyhow::Result<Arc<dyn Teacher>> {
+    let spec = model.context("--provider local needs --model: a .gguf file, an HF directory or a Hub id")?;
+    let path = crate::hub::resolve(spec)?;
+    eprintln!("loading the local teacher {}", path.display());
+    let options = LocalTeacherOptions {
+        max_batch: concurrency,
+        ..LocalTeacherOptions::default()
+    };
+    Ok(Arc::new(LocalTeacher::load(
+        &path,
+        &distill::lab::model_name(&path),
+        options,
+    )?))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let local = matches!(args.provider, Some(Provider::Local));
+    if local && args.batch {
+        bail!("--batch needs a remote provider (the Batch API); a local teacher answers directly");
+    }
+    let config = if local { None } else { Some(remote_config(&args)?) };
+    let g = config.as_ref().map(|c| c.generation.clone()).unwrap_or_default();
+    let model = args
+        .model
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.model.clone()));
 
     let mut prompts = LabPrompts {
         path: args.prompts.clone(),
@@ -122,7 +166,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     shuffle(&mut prompts, args.seed);
     let total_prompts = prompts.len();
 
-    let g = &config.generation;
     let mut params = distill::teacher::GenerationParams::default();
     params.temperature = args.temperature.or(g.temperature).or(params.temperature);
     params.max_tokens = args.max_tokens.or(g.max_tokens).or(params.max_tokens);
@@ -148,30 +191,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let model = match (model, &config.provider) {
-        (None, ProviderSettings::OpenAi(s)) => {
-            let m = runtime
-                .block_on(distill::teacher::discover_model(s))
-                .context("choosing a model (pass --model)")?;
-            eprintln!("model: {m} (the first the server lists)");
-            Some(m)
+    let concurrency = args.concurrency.or(g.concurrency).unwrap_or(8);
+    let teacher = match &config {
+        None => local_teacher(model.as_deref(), concurrency)?,
+        Some(config) => {
+            let model = match (model, &config.provider) {
+                (None, ProviderSettings::OpenAi(s)) => {
+                    let m = runtime
+                        .block_on(distill::teacher::discover_model(s))
+                        .context("choosing a model (pass --model)")?;
+                    eprintln!("model: {m} (the first the server lists)");
+                    Some(m)
+                }
+                (model, _) => model,
+            };
+            if args.batch {
+                let mut options = BatchOptions::new(args.num_examples, &args.output);
+                options.params = params;
+                options.resume = args.resume;
+                options.prices = config.prices.clone();
+                options.poll_interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
+                return run_batch(&runtime, config, model.as_deref(), options, prompts, cancel);
+            }
+            distill::teacher::teacher_from_config(config, model.as_deref())?
         }
-        (model, _) => model,
     };
-
-    if args.batch {
-        let mut options = BatchOptions::new(args.num_examples, &args.output);
-        options.params = params;
-        options.resume = args.resume;
-        options.prices = config.prices.clone();
-        options.poll_interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
-        return run_batch(&runtime, &config, model.as_deref(), options, prompts, cancel);
-    }
-
-    let teacher = distill::teacher::teacher_from_config(&config, model.as_deref())?;
     let mut options = GenerateOptions::new(args.num_examples, &args.output);
     options.params = params;
-    options.concurrency = args.concurrency.or(g.concurrency).unwrap_or(8);
+    options.concurrency = concurrency;
     options.limits = RateLimits {
         requests_per_minute: args.requests_per_minute.or(g.requests_per_minute),
         tokens_per_minute: args.tokens_per_minute.or(g.tokens_per_minute),
@@ -187,7 +234,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         options.retry.max_attempts = n;
     }
     options.resume = args.resume;
-    options.prices = config.prices.clone();
+    if let Some(config) = &config {
+        options.prices = config.prices.clone();
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = Engine::new(teacher, options).with_events(tx);

@@ -241,6 +241,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         distill::student::tch::set_num_threads(n);
     }
+    if (args.fp16 || args.bf16) && !distill::student::tch::Cuda::is_available() {
+        let flag = if args.fp16 { "--fp16" } else { "--bf16" };
+        bail!(
+            "{flag} trains in mixed precision on a CUDA device, and this libtorch sees no CUDA \
+             device; leave {flag} out to train in f32 on the CPU"
+        );
+    }
     let config = args.config();
     // First Ctrl-C: finish the step, checkpoint, stop. Second: exit at once.
     let stop = Arc::new(AtomicBool::new(false));

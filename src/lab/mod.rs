@@ -11,7 +11,8 @@
 //! | `checkpoints/`, `metrics.jsonl`, `loss_curve.svg`, `training_args.json` | training |
 //! | `final_model/` | the student in Hugging Face format, with a model card |
 //! | `final_model.gguf` | the student for llama.cpp |
-//! | `report.md`, `report.json`, `charts.svg` | the evaluation |
+//! | `evaluation.json` | the evaluation as measured (a resumed run does not measure again) |
+//! | `report.md`, `report.json`, `charts.svg` | the evaluation with every stage's time |
 //! | `manifest.json` | versions, seeds, dataset hash and stage times, to reproduce the run |
 //!
 //! Invariants:
@@ -20,8 +21,9 @@
 //! - Test prompts are never trained on: the split is decided from the seed before any teacher
 //!   call, and the trainer leaves `test` examples out.
 //! - With the same configuration, the trained weights do not depend on interruptions: the
-//!   dataset the trainer reads is written in prompt order, and each example's soft labels come
-//!   from that example alone.
+//!   dataset the trainer reads is written in prompt order, each example's soft labels come
+//!   from that example alone, and the local teacher's answer to a prompt does not depend on
+//!   which prompts shared its batch (prefill alone, batch-invariant decoding).
 
 mod outputs;
 pub mod report;

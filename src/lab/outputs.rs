@@ -147,9 +147,21 @@ fn model_card(config: &LabConfig, report: &LabReport, dataset_sha256: &str) -> S
 /// `manifest.json`: what reproduces and identifies the run.
 pub(super) fn write_manifest(config: &LabConfig, report: &LabReport) -> Result<()> {
     let data = config.path("data.jsonl");
+    let mut outputs = vec![
+        "final_model/",
+        "report.md",
+        "report.json",
+        "charts.svg",
+        "loss_curve.svg",
+        "metrics.jsonl",
+    ];
+    if config.export_gguf {
+        outputs.insert(1, "final_model.gguf");
+    }
     let manifest = serde_json::json!({
         "distill_version": env!("CARGO_PKG_VERSION"),
-        "libtorch": "2.11.0",
+        // torch-sys refuses at build time any libtorch but the one tch binds.
+        "libtorch": distill_student::LIBTORCH_VERSION,
         "configuration": config.fingerprint(),
         "dataset": {
             "path": "data.jsonl",
@@ -157,7 +169,7 @@ pub(super) fn write_manifest(config: &LabConfig, report: &LabReport) -> Result<(
             "bytes": std::fs::metadata(&data).map_err(io(&data))?.len(),
         },
         "stage_seconds": report.stage_seconds,
-        "outputs": ["final_model/", "final_model.gguf", "report.md", "report.json", "charts.svg", "loss_curve.svg", "metrics.jsonl"],
+        "outputs": outputs,
     });
     write_json(&config.path("manifest.json"), &manifest)
 }

@@ -190,7 +190,7 @@ impl LabReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| model | parameters | disk | memory | TTFT p50 | latency p50 / p95 / p99 | tokens/s | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | teacher-token CE |"
+            "| model | parameters | disk | peak memory | TTFT p50 | latency p50 / p95 / p99 | tokens/s | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | teacher-token CE |"
         );
         let _ = writeln!(
             out,

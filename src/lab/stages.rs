@@ -105,7 +105,10 @@ pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees half.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // `report.json` and `report.md` must not share one temporary name.
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
@@ -344,8 +347,27 @@ pub(super) fn train(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn Fn
     Ok(())
 }
 
-/// Stage 4: teacher, student and the untrained student answer the test prompts.
+/// Stage 4: teacher, student and the untrained student answer the test prompts. The result is
+/// kept in `evaluation.json`, so a resumed run that got this far does not evaluate again.
 pub(super) fn evaluate(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -> Result<LabReport> {
+    let done = config.path("evaluation.json");
+    if let Ok(bytes) = std::fs::read(&done) {
+        let report = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: done.clone(),
+            source,
+        })?;
+        on_event(LabEvent::StageSkipped {
+            stage: Stage::Evaluate,
+        });
+        return Ok(report);
+    }
+    let report = evaluate_all(config, on_event)?;
+    write_json(&done, &report)?;
+    Ok(report)
+}
+
+/// Every model of the lab on the test split.
+fn evaluate_all(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -> Result<LabReport> {
     let test: Vec<Example> = distill_data::read_file(config.path("data.jsonl"))?
         .into_iter()
         .filter(|e| e.split == Some(Split::Test))
@@ -388,7 +410,7 @@ pub(super) fn evaluate(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -
 
 /// The student before training: the same layers of the teacher, or the student model as loaded.
 fn untrained(config: &LabConfig) -> Result<Candidate> {
-    let rss_before = distill_eval::memory::current_rss_bytes().ok();
+    let rss_before = Candidate::measure_from_here();
     let started = Instant::now();
     let (model, source) = match (&config.student, &config.teacher) {
         (StudentChoice::TeacherLayers(n), TeacherChoice::Local { model }) => {

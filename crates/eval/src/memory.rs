@@ -31,6 +31,37 @@ pub fn current_rss_bytes() -> Result<u64> {
     status_field_bytes(Path::new("/proc/self/status"), "VmRSS:")
 }
 
+/// Resets this process's peak resident size (`VmHWM`) to its current size, so that a later
+/// [`peak_rss_bytes`] measures the peak of what runs in between (Linux 4.0 and later: writes
+/// `5` to `/proc/self/clear_refs`).
+pub fn reset_peak_rss() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        return Err(Error::Unsupported);
+    }
+    let path = Path::new("/proc/self/clear_refs");
+    std::fs::write(path, b"5").map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Hands memory the allocator holds but nobody uses back to the kernel (glibc's
+/// `malloc_trim`; nothing elsewhere). Freed blocks below glibc's mmap threshold stay resident
+/// otherwise, and a model loaded after another one would reuse them without raising the
+/// resident size: measure after this call.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only returns free pages of glibc's arenas to the kernel.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Reads a `kB` field of a `/proc/<pid>/status` file.
 fn status_field_bytes(path: &Path, field: &str) -> Result<u64> {
     if !cfg!(target_os = "linux") {
@@ -143,6 +174,22 @@ pub fn run_and_measure(_command: &mut Command) -> Result<ChildRun> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reset_peak_measures_only_what_follows() {
+        // A 256 MiB peak, freed and handed back, then a reset: the peak is the size now, and a
+        // 64 MiB block touched afterwards raises it by at least that much.
+        drop(std::hint::black_box(vec![1u8; 256 << 20]));
+        release_free_memory();
+        reset_peak_rss().unwrap();
+        let (now, peak) = (current_rss_bytes().unwrap(), peak_rss_bytes().unwrap());
+        assert!(peak < now + (32 << 20), "peak {peak} after a reset at {now}");
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let grown = peak_rss_bytes().unwrap() - now;
+        assert!(grown >= 60 << 20, "grew {grown} bytes for 64 MiB");
+        drop(block);
+    }
 
     #[test]
     fn parses_status() {

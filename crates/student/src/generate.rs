@@ -94,6 +94,11 @@ pub fn generate(
     for step in 0..new_token_limit(model, width, config.max_new_tokens) {
         let logits = match decoder.as_mut() {
             Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([last.len() as i64, -1]),
+            None if device == Device::Cpu && batch > 1 => {
+                let (logits, caches) = prefill_one_by_one(model, prompts, device);
+                cache = KvCache::left_padded(caches);
+                logits
+            }
             None => {
                 let forward = ForwardInput {
                     input_ids: &input,
@@ -152,6 +157,31 @@ pub fn generate(
     }
     drop(threads);
     Ok(outputs)
+}
+
+/// The prompts' prefills on the CPU, each alone: the last-position logits `[batch, vocab]`
+/// and each prompt's cache. A padded batch's matrix products would sum each row in an order
+/// that depends on the other rows and on the padding; alone, a prompt's answer is the same
+/// whichever prompts it is batched with (the CPU decoder keeps that for later tokens), so a
+/// resumed generation repeats an uninterrupted one bit for bit. The cost is small: prefill is
+/// a real matrix product even for one prompt.
+fn prefill_one_by_one(model: &CausalLm, prompts: &[Vec<i64>], device: Device) -> (Tensor, Vec<KvCache>) {
+    let mut caches = Vec::with_capacity(prompts.len());
+    let logits: Vec<Tensor> = prompts
+        .iter()
+        .map(|prompt| {
+            let ids = Tensor::from_slice(prompt).unsqueeze(0).to_device(device);
+            let mut cache = KvCache::new(model.layer_count());
+            let forward = ForwardInput {
+                input_ids: &ids,
+                attention_mask: None,
+            };
+            let last = model.forward(&forward, Some(&mut cache)).select(1, -1);
+            caches.push(cache);
+            last
+        })
+        .collect();
+    (Tensor::cat(&logits, 0), caches)
 }
 
 /// How many tokens [`generate`] adds at most after a prompt of `prompt_len` tokens:

@@ -26,6 +26,10 @@ pub use tch;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// The libtorch version tch binds; torch-sys refuses any other at build time (see
+/// `docs/facts.md` for the pin).
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+
 /// Facts about the libtorch this crate was linked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {

@@ -358,4 +358,75 @@ pub(crate) mod testing {
             }
         }
     }
+
+    /// A sequence's decoder logits are the same bits alone and in batches of other sequences
+    /// (each prefilled alone, the caches stacked left-padded), step after step, also after a
+    /// batch-mate leaves it: what makes a resumed generation repeat an uninterrupted one.
+    pub(crate) fn check_batch_invariance(name: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/model")
+            .join(name);
+        let _guard = tch::no_grad_guard();
+        let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
+        model.prepare_for_generation(Precision::F32);
+        let prompts: [&[i64]; 4] = [&[5, 17, 42, 8, 60], &[3, 9], &[70, 71, 72], &[11; 7]];
+        let prefill = |prompt: &[i64]| {
+            let mut cache = KvCache::new(model.model.layer_count());
+            let input = ForwardInput {
+                input_ids: &Tensor::from_slice(prompt).unsqueeze(0),
+                attention_mask: None,
+            };
+            let _ = model.model.forward(&input, Some(&mut cache));
+            cache
+        };
+        let steps: [i64; 5] = [90, 64, 0, 88, 12];
+        let decode = |members: &[usize], leave_after: Option<usize>| -> Vec<Vec<Vec<u32>>> {
+            let cache = KvCache::left_padded(members.iter().map(|&m| prefill(prompts[m])).collect());
+            let lens: Vec<usize> = members.iter().map(|&m| prompts[m].len()).collect();
+            let mut decoder = model
+                .model
+                .cpu_decoder(&cache, &lens, 8)
+                .expect("an f32 CPU model decodes");
+            let mut rows: Vec<usize> = (0..members.len()).collect();
+            let mut logits = vec![Vec::new(); members.len()];
+            for (step, &token) in steps.iter().enumerate() {
+                let out = decoder.step(&vec![token; rows.len()]).to_vec();
+                let vocab = out.len() / rows.len();
+                for (i, &row) in rows.iter().enumerate() {
+                    logits[row].push(
+                        out[i * vocab..(i + 1) * vocab]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect(),
+                    );
+                }
+                if leave_after == Some(step) && rows.len() > 1 {
+                    decoder.retain(
+                        &[false]
+                            .into_iter()
+                            .chain(std::iter::repeat(true))
+                            .take(rows.len())
+                            .collect::<Vec<_>>(),
+                    );
+                    rows.remove(0);
+                }
+            }
+            logits
+        };
+        let alone: Vec<Vec<Vec<u32>>> = (0..prompts.len()).map(|m| decode(&[m], None).remove(0)).collect();
+        for (members, leave_after) in [
+            (&[0, 1][..], None),
+            (&[2, 0, 3, 1][..], Some(1)),
+            (&[3, 2, 1][..], Some(0)),
+        ] {
+            let together = decode(members, leave_after);
+            for (&m, got) in members.iter().zip(&together) {
+                // A row that left stops early; the steps it took must match.
+                assert!(
+                    got[..] == alone[m][..got.len()],
+                    "{name}: prompt {m} in batch {members:?} decodes other bits than alone"
+                );
+            }
+        }
+    }
 }

@@ -143,6 +143,36 @@ impl KvCache {
         self.len += seq;
     }
 
+    /// One cache for a left-padded batch from the caches of its sequences prefilled one by one
+    /// (each `[1, heads, len, head_dim]`): every layer's rows padded with zeros on the left to
+    /// the longest and stacked. The padding is never attended to (the attention mask and the
+    /// CPU decoder both skip it).
+    pub(crate) fn left_padded(caches: Vec<KvCache>) -> Self {
+        let width = caches.iter().map(KvCache::len).max().unwrap_or(0);
+        let layer_count = caches.first().map_or(0, |c| c.layers.len());
+        let pad = |t: &Tensor, len: i64| {
+            if len == width {
+                return t.shallow_clone();
+            }
+            let mut shape = t.size();
+            shape[2] = width - len;
+            Tensor::cat(&[&Tensor::zeros(shape.as_slice(), (t.kind(), t.device())), t], 2)
+        };
+        let layers = (0..layer_count)
+            .map(|layer| {
+                let (keys, values): (Vec<Tensor>, Vec<Tensor>) = caches
+                    .iter()
+                    .map(|c| {
+                        let (k, v) = &c.layers[layer];
+                        (pad(k, c.len), pad(v, c.len))
+                    })
+                    .unzip();
+                (Tensor::cat(&keys, 0), Tensor::cat(&values, 0))
+            })
+            .collect();
+        Self { layers, len: width }
+    }
+
     /// Keeps only the batch rows in `rows` (for dropping finished sequences).
     pub fn select_rows(&mut self, rows: &Tensor) {
         for (k, v) in &mut self.layers {

@@ -217,6 +217,11 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_decodes_the_same_bits_in_any_batch() {
+        crate::model::decode::testing::check_batch_invariance("tiny_gpt2");
+    }
+
+    #[test]
     fn conv1d_weights_as_loaded_are_not_what_the_decoder_reads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/tiny_gpt2");
         let model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();

@@ -264,7 +264,7 @@ mod tests {
     use std::path::Path;
 
     use crate::checkpoint::LoadedModel;
-    use crate::model::decode::testing::check_against_libtorch;
+    use crate::model::decode::testing::{check_against_libtorch, check_batch_invariance};
     use crate::model::{KvCache, Precision};
 
     #[test]
@@ -275,6 +275,12 @@ mod tests {
     #[test]
     fn decoding_with_attention_bias_and_an_untied_head_matches_libtorch() {
         check_against_libtorch("tiny_llama_bias", true);
+    }
+
+    #[test]
+    fn a_sequence_decodes_the_same_bits_in_any_batch() {
+        check_batch_invariance("tiny_llama_gqa");
+        check_batch_invariance("tiny_llama_bias");
     }
 
     #[test]
