@@ -226,6 +226,8 @@ fn answer_batch(model: &Pretrained, jobs: Vec<Job>) {
     let config = GenerationConfig {
         temperature: f64::from(params.temperature.unwrap_or(0.0)),
         seed: params.seed.unwrap_or(0),
+        // An answer must not depend on which prompts shared its batch (resume repeats a run).
+        batch_invariant: true,
         ..model.generation_config(max_new_tokens)
     };
     let answers = match generate(&model.model.model, &prompts, &config, &mut |_, _| {}) {

@@ -54,9 +54,10 @@ struct TextArgs {
     /// System outputs, one segment per line.
     #[arg(long)]
     hypotheses: PathBuf,
-    /// References, one segment per line, as many lines as the hypotheses.
-    #[arg(long)]
-    references: PathBuf,
+    /// Reference files, one reference stream each (as sacrebleu's command line takes them),
+    /// one segment per line, as many lines as the hypotheses.
+    #[arg(long, required = true, num_args = 1..)]
+    references: Vec<PathBuf>,
     /// Print JSON with precision, recall and F1 of every ROUGE type.
     #[arg(long)]
     json: bool,

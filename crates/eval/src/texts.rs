@@ -136,24 +136,78 @@ pub fn read_segments(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Scores a hypothesis file against a reference file, one segment per line; the
-/// files must have the same number of lines.
+/// Scores `hypotheses[i]` against segment `i` of every reference stream: BLEU with all the
+/// streams (sacrebleu's multi-reference corpus BLEU), and ROUGE of each segment against its
+/// best-matching reference (rouge-score's `score_multi`), averaged. One stream is
+/// [`score_texts`].
+pub fn score_texts_multi<H: AsRef<str>, R: AsRef<str>>(
+    hypotheses: &[H],
+    streams: &[Vec<R>],
+    options: &TextScoreOptions,
+) -> Result<TextScores> {
+    match streams {
+        [] => Err(Error::Empty("reference streams")),
+        [only] => score_texts(hypotheses, only, options),
+        _ => {
+            if hypotheses.is_empty() {
+                return Err(Error::Empty("hypotheses"));
+            }
+            for stream in streams {
+                if stream.len() != hypotheses.len() {
+                    return Err(Error::LengthMismatch {
+                        what: "references in a stream (one per hypothesis)",
+                        expected: hypotheses.len(),
+                        actual: stream.len(),
+                    });
+                }
+            }
+            let refs: Vec<Vec<&str>> = streams
+                .iter()
+                .map(|s| s.iter().map(AsRef::as_ref).collect())
+                .collect();
+            let bleu = Bleu::new(options.bleu)?.corpus_score(hypotheses, &refs)?;
+            let scorer = RougeScorer::new(&RougeType::ALL_COMMON, options.rouge_stemmer)?;
+            let per_segment = hypotheses
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let targets: Vec<&str> = refs.iter().map(|s| s[i]).collect();
+                    scorer.score_multi(&targets, h.as_ref())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(TextScores {
+                segments: hypotheses.len(),
+                bleu,
+                rouge: mean_scores(&per_segment)?,
+                rouge_stemmer: options.rouge_stemmer,
+            })
+        }
+    }
+}
+
+/// Scores a hypothesis file against reference files (one reference stream each), one
+/// segment per line; every file must have as many lines as the hypotheses.
 pub fn score_text_files(
     hypotheses: &Path,
-    references: &Path,
+    references: &[impl AsRef<Path>],
     options: &TextScoreOptions,
 ) -> Result<TextScores> {
     let hyps = read_segments(hypotheses)?;
-    let refs = read_segments(references)?;
-    if hyps.len() != refs.len() {
-        return Err(Error::LineCountMismatch {
-            hypotheses: hypotheses.to_path_buf(),
-            hypothesis_lines: hyps.len(),
-            references: references.to_path_buf(),
-            reference_lines: refs.len(),
-        });
+    let mut streams = Vec::with_capacity(references.len());
+    for path in references {
+        let path = path.as_ref();
+        let refs = read_segments(path)?;
+        if hyps.len() != refs.len() {
+            return Err(Error::LineCountMismatch {
+                hypotheses: hypotheses.to_path_buf(),
+                hypothesis_lines: hyps.len(),
+                references: path.to_path_buf(),
+                reference_lines: refs.len(),
+            });
+        }
+        streams.push(refs);
     }
-    score_texts(&hyps, &refs, options)
+    score_texts_multi(&hyps, &streams, options)
 }
 
 #[cfg(test)]
@@ -182,14 +236,14 @@ mod tests {
         let (h, r) = (dir.path().join("hyp.txt"), dir.path().join("ref.txt"));
         std::fs::write(&h, "a\nb\n").unwrap();
         std::fs::write(&r, "a\n").unwrap();
-        let err = score_text_files(&h, &r, &TextScoreOptions::default()).unwrap_err();
+        let err = score_text_files(&h, &[&r], &TextScoreOptions::default()).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("hyp.txt has 2 lines") && msg.contains("ref.txt has 1"),
             "{msg}"
         );
         std::fs::write(&r, "a\nb c\n").unwrap();
-        let s = score_text_files(&h, &r, &TextScoreOptions::default()).unwrap();
+        let s = score_text_files(&h, &[&r], &TextScoreOptions::default()).unwrap();
         assert_eq!(s.segments, 2);
         assert_eq!(s.rouge.scores.len(), 4);
         assert!(

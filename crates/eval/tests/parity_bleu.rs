@@ -6,6 +6,8 @@ mod common;
 use common::{assert_close, config_of, f64_of, read_json, read_jsonl, str_of};
 use distill_eval::bleu::{Bleu, BleuConfig, BleuTokenizer};
 use distill_eval::chrf::{Chrf, ChrfConfig};
+use distill_eval::rouge::RougeType;
+use distill_eval::texts::{TextScoreOptions, score_text_files};
 
 #[test]
 fn tokenizers_match_sacrebleu() {
@@ -180,5 +182,46 @@ fn chrf_and_chrf_plus_plus_match() {
         let s = chrf.corpus_score(&hyps, &refs).unwrap();
         assert_close(s.score, f64_of(&corpus[key]["score"]), &format!("corpus {key}"));
         assert_eq!(s.signature(), str_of(&corpus[key]["signature"]));
+    }
+}
+
+#[test]
+fn three_reference_files_score_as_sacrebleu_and_rouge_score() {
+    // `distill eval text --references A B C`: one file per reference stream, as sacrebleu's
+    // command line takes them; ROUGE takes each segment's best reference (`score_multi`).
+    let segs = read_jsonl("multiref.jsonl");
+    let expected = read_json("multiref.json");
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |texts: Vec<&str>| texts.iter().map(|t| format!("{t}\n")).collect::<String>();
+    let hyps = dir.path().join("hyps.txt");
+    std::fs::write(&hyps, lines(segs.iter().map(|s| str_of(&s["hyp"])).collect())).unwrap();
+    let refs: Vec<std::path::PathBuf> = (0..3)
+        .map(|k| {
+            let path = dir.path().join(format!("refs{k}.txt"));
+            let stream = segs
+                .iter()
+                .map(|s| s["refs"][k].as_str().unwrap_or_else(|| str_of(&s["refs"][0])))
+                .collect();
+            std::fs::write(&path, lines(stream)).unwrap();
+            path
+        })
+        .collect();
+    let scores = score_text_files(&hyps, &refs, &TextScoreOptions::default()).unwrap();
+    assert_close(
+        scores.bleu.score,
+        f64_of(&expected["13a/mixed/exp"]["score"]),
+        &"3 reference files",
+    );
+    for t in RougeType::ALL_COMMON {
+        let mean = segs
+            .iter()
+            .map(|s| f64_of(&s["rouge_stem"][t.to_string()][2]))
+            .sum::<f64>()
+            / segs.len() as f64;
+        assert_close(
+            scores.rouge.get(t).unwrap().fmeasure,
+            mean,
+            &format!("{t} F over 3 files"),
+        );
     }
 }

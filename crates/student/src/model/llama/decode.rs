@@ -4,7 +4,9 @@ use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
-use crate::model::decode::{Linear, RowCache, Sequences, Stacked, attend_rows, f32_elements, shrink_rows};
+use crate::model::decode::{
+    BatchProducts, Linear, RowCache, Sequences, Stacked, attend_rows, f32_elements, shrink_rows,
+};
 use distill_kernels::{add_assign, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
@@ -89,7 +91,7 @@ struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     logits: Vec<f32>,
-    transposed: Vec<f32>,
+    products: BatchProducts,
 }
 
 /// Decodes sequences of a [`Llama`] on the CPU in f32: a step takes the newest token of each
@@ -143,7 +145,7 @@ impl<'m> LlamaDecoder<'m> {
             cos: vec![0.0; n * dims.head_dim / 2],
             sin: vec![0.0; n * dims.head_dim / 2],
             logits: vec![0.0; n * dims.vocab],
-            transposed: Vec::new(),
+            products: BatchProducts::default(),
         };
         Some(Self {
             dims,
@@ -155,6 +157,13 @@ impl<'m> LlamaDecoder<'m> {
             sequences,
             scratch,
         })
+    }
+
+    /// Whether a batch of one keeps the batched kernels (see [`CpuDecoder::set_batch_invariant`]).
+    ///
+    /// [`CpuDecoder::set_batch_invariant`]: crate::model::CpuDecoder::set_batch_invariant
+    pub(crate) fn set_batch_invariant(&mut self, on: bool) {
+        self.scratch.products.batch_invariant = on;
     }
 
     /// Keeps the sequences whose `keep` entry is true (see [`CpuDecoder::retain`]).
@@ -210,7 +219,7 @@ impl<'m> LlamaDecoder<'m> {
             for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
                 rms_norm(x, norm, dims.eps, normed);
             }
-            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.transposed);
+            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.products);
         });
         &self.scratch.logits
     }
@@ -224,7 +233,7 @@ fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Sc
     for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
         rms_norm(x, layer.input_norm, d.eps, normed);
     }
-    layer.qkv.apply_batch(&s.normed, n, &mut s.qkv, &mut s.transposed);
+    layer.qkv.apply_batch(&s.normed, n, &mut s.qkv, &mut s.products);
     let (q_width, kv_width) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
     let row_width = q_width + 2 * kv_width;
     let angles = s.cos.chunks_exact(half).zip(s.sin.chunks_exact(half));
@@ -235,7 +244,7 @@ fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Sc
     attend_rows(rows, &s.qkv, widths, &mut s.scores, &mut s.attention);
     layer
         .o
-        .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.transposed);
+        .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.products);
     add_assign(&mut s.x, &s.projected);
 }
 
@@ -248,14 +257,14 @@ fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
     }
     layer
         .gate_up
-        .apply_batch(&s.normed, n, &mut s.gate_up, &mut s.transposed);
+        .apply_batch(&s.normed, n, &mut s.gate_up, &mut s.products);
     for (both, out) in s.gate_up.chunks_exact(2 * i).zip(s.activated.chunks_exact_mut(i)) {
         let (gate, up) = both.split_at(i);
         silu_mul(gate, up, out);
     }
     layer
         .down
-        .apply_batch(&s.activated, n, &mut s.projected, 0, &mut s.transposed);
+        .apply_batch(&s.activated, n, &mut s.projected, 0, &mut s.products);
     add_assign(&mut s.x, &s.projected);
 }
 
