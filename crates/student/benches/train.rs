@@ -151,7 +151,8 @@ fn bench_training(c: &mut Criterion) {
         group.finish();
     } else {
         eprintln!(
-            "skipping lab_variable: {} is missing (make it with the teacher_dataset example)",
+            "skipping lab_variable: {} is missing (make it with `distill generate --provider local --model \
+             <SmolLM2 gguf> --top-logprobs 20 --max-tokens 128 --num-examples 250 --output <it>`)",
             dataset.display()
         );
     }
