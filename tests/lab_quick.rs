@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use distill::data::Split;
-use distill::evaluate::Role;
+use distill::evaluate::{Candidate, Role, evaluate};
 use distill::lab::{self, LabConfig, LabEvent, Stage, TeacherChoice};
 
 /// Where the kill test's child process runs its lab; unset in the parent.
@@ -108,6 +108,21 @@ fn quick_lab_fills_its_run_directory_and_resumes() {
         std::fs::read_to_string(run_dir.join("report.md"))
             .unwrap()
             .contains("machine learning")
+    );
+
+    // `distill eval` of the final model on the dataset reproduces the report's quality figures.
+    let test: Vec<_> = data
+        .iter()
+        .filter(|e| e.split == Some(Split::Test))
+        .cloned()
+        .collect();
+    let candidate = Candidate::load("student", Role::Student, &run_dir.join("final_model")).unwrap();
+    let again = evaluate(candidate, &test, &config.eval, &mut |_, _| {}).unwrap();
+    assert_eq!(again.answers, student.answers);
+    assert_eq!(again.vs_teacher, student.vs_teacher);
+    assert_eq!(
+        again.teacher_token_cross_entropy,
+        student.teacher_token_cross_entropy
     );
 
     // Run again: generation, training and evaluation are complete, so they are skipped.
