@@ -1,9 +1,9 @@
 //! Generation latency: time to first token, per-token latency, throughput and
 //! request latency percentiles.
 //!
-//! Models come in through [`Generator`]; the binary implements it for a student
-//! model, a local server or a remote teacher. Timing uses a [`Clock`] so tests can
-//! drive it deterministically.
+//! Models come in through [`Generator`]; the `distill` facade implements it for a
+//! loaded model (`distill::evaluate`), and a caller can for a server or a remote
+//! teacher. Timing uses a [`Clock`] so tests can drive it deterministically.
 //!
 //! Definitions, per measured request (warm-up requests are run and discarded):
 //! - **request latency**: from calling `generate` to its return;

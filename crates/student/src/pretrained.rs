@@ -1,4 +1,4 @@
-//! A model together with its tokenizer: what `chat`, `export`, `serve` and `eval` load.
+//! A model together with its tokenizer: what `chat`, `export`, `eval` and the lab load.
 
 use std::path::Path;
 use std::time::Instant;
