@@ -53,6 +53,16 @@ pub enum Error {
     /// The input cannot be used as asked (too few prompts, no test split, …).
     #[error("{0}")]
     Input(String),
+    /// The teacher's spend reached the run's cost budget before every prompt was answered.
+    #[error(
+        "the teacher's spend reached the cost budget of ${max:.2} (${spent:.4} this session); raise the budget and run again to continue"
+    )]
+    BudgetReached {
+        /// Dollars spent in this session.
+        spent: f64,
+        /// The budget.
+        max: f64,
+    },
     /// A stage stopped before its end because it was asked to stop; the run directory resumes it.
     #[error("stopped during {0}; run the same command again to continue")]
     Interrupted(&'static str),

@@ -278,3 +278,38 @@ fn usage_errors_exit_2_and_success_exits_0() {
     );
     assert!(!out.stdout.is_empty());
 }
+
+#[test]
+fn a_lab_on_a_priced_teacher_asks_before_spending_more_than_a_dollar() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 prompts of 40,000 characters: about a million prompt tokens, ~$2.6 at gpt-4o's price.
+    let long = "word ".repeat(8_000);
+    let prompts: String = (0..100)
+        .map(|i| format!("{{\"prompt\": \"{i} {long}\"}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("long.jsonl"), prompts).unwrap();
+    let student = assets::smollm2_gguf();
+    let out = Command::new(binary())
+        .args([
+            "lab",
+            "--prompts",
+            "long.jsonl",
+            "--num-prompts",
+            "100",
+            "--run-dir",
+            "run",
+        ])
+        .args(["--student-model", student.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("AZURE_OPENAI_ENDPOINT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("costs at most $2."), "{stderr}");
+    fails(&out, 1, &["--yes", "--max-cost"]);
+    assert!(!stderr.contains("sk-test"), "the key leaked: {stderr}");
+    assert!(!dir.path().join("run").exists(), "the lab started");
+}

@@ -85,6 +85,9 @@ pub struct Args {
     /// Attempts per prompt, including the first.
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// Stop taking new prompts once this run has spent this many US dollars (priced models).
+    #[arg(long, value_name = "USD")]
+    max_cost: Option<f64>,
     /// Continue an existing output (and a pending batch), skipping the ids it holds.
     #[arg(long)]
     resume: bool,
@@ -234,6 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         options.retry.max_attempts = n;
     }
     options.resume = args.resume;
+    options.max_cost_usd = args.max_cost;
     if let Some(config) = &config {
         options.prices = config.prices.clone();
     }
@@ -309,6 +313,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match summary.stop {
         StopReason::Completed => Ok(()),
         StopReason::Cancelled => bail!("interrupted; continue with the same command and --resume"),
+        StopReason::BudgetReached => bail!(
+            "stopped at the --max-cost budget (${:.4} spent); continue with a higher --max-cost and --resume",
+            a.cost_usd
+        ),
         StopReason::SourceExhausted => bail!(
             "the prompts ran out at {} of {} examples ({} prompts in {})",
             p.done,

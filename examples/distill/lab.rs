@@ -65,15 +65,37 @@ pub struct Args {
     /// Skip the GGUF export.
     #[arg(long)]
     no_gguf: bool,
+    /// Stop asking a priced teacher once this session has spent this many US dollars.
+    #[arg(long, value_name = "USD")]
+    max_cost: Option<f64>,
+    /// Spend more than a dollar on the teacher without asking.
+    #[arg(long)]
+    yes: bool,
 }
 
+/// Spending above this many dollars needs `--yes`.
+const ASK_ABOVE_USD: f64 = 1.0;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = config(&args)?;
+    let mut config = config(&args)?;
+    config.max_cost_usd = args.max_cost;
     eprintln!(
         "lab: teacher {}, run directory {}",
         config.teacher_name(),
         config.run_dir.display()
     );
+    if let Some(estimate) = lab::estimate_cost(&config)? {
+        eprintln!(
+            "lab: the teacher costs at most ${:.2} ({} prompts, {} at {})",
+            estimate.usd, estimate.prompts, estimate.model, estimate.prices_as_of
+        );
+        let spend = args.max_cost.map_or(estimate.usd, |max| estimate.usd.min(max));
+        if spend > ASK_ABOVE_USD && !args.yes {
+            bail!(
+                "the teacher may cost up to ${spend:.2}: pass --yes to spend it, or --max-cost USD to cap it"
+            );
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("installing the Ctrl-C handler")?;

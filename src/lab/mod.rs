@@ -138,6 +138,10 @@ pub struct LabConfig {
     pub eval: EvalSettings,
     /// Also write `final_model.gguf`.
     pub export_gguf: bool,
+    /// Stop asking a priced remote teacher once this session's spend reaches this many US
+    /// dollars (requests in flight finish; a resumed run counts from zero again). Not part of
+    /// the configuration a run directory must match.
+    pub max_cost_usd: Option<f64>,
 }
 
 impl LabConfig {
@@ -173,6 +177,7 @@ impl LabConfig {
             },
             eval: EvalSettings::default(),
             export_gguf: true,
+            max_cost_usd: None,
         }
     }
 
@@ -347,6 +352,47 @@ pub enum LabEvent {
     },
     /// Something a user should read (a resumed stage, failed prompts).
     Note(String),
+}
+
+/// What a remote teacher would charge for the lab's prompts, at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostEstimate {
+    /// US dollars, every answer as long as `max_tokens` allows.
+    pub usd: f64,
+    /// Prompts the teacher would answer.
+    pub prompts: usize,
+    /// The priced model.
+    pub model: String,
+    /// When the price table was last checked.
+    pub prices_as_of: String,
+}
+
+/// The most the lab's teacher would cost: `Ok(None)` for a local teacher or a model without a
+/// price (a local OpenAI-compatible server), else the estimate over the prompts the lab
+/// draws. Answers already in a run directory are not subtracted.
+pub fn estimate_cost(config: &LabConfig) -> Result<Option<CostEstimate>> {
+    let TeacherChoice::Remote {
+        config: teacher,
+        model,
+    } = &config.teacher
+    else {
+        return Ok(None);
+    };
+    let prompts = stages::prompts(config, &mut |_| {})?;
+    let params = distill_teacher::GenerationParams {
+        max_tokens: Some(config.max_tokens),
+        ..Default::default()
+    };
+    Ok(
+        distill_teacher::engine::estimate_cost(&prompts, &params, &teacher.prices, model).map(|usd| {
+            CostEstimate {
+                usd,
+                prompts: prompts.len(),
+                model: model.clone(),
+                prices_as_of: teacher.prices.as_of.clone(),
+            }
+        }),
+    )
 }
 
 /// Where a finished run put its results.

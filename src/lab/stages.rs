@@ -206,6 +206,7 @@ pub(super) fn generate(
     };
     options.concurrency = config.concurrency;
     options.resume = true;
+    options.max_cost_usd = config.max_cost_usd;
     if let TeacherChoice::Remote { config: teacher, .. } = &config.teacher {
         options.prices = teacher.prices.clone();
     }
@@ -253,7 +254,12 @@ pub(super) fn generate(
     drop(engine);
     match summary.stop {
         StopReason::Completed | StopReason::SourceExhausted => {}
-        StopReason::Cancelled => return Err(Error::Interrupted("generation")),
+        StopReason::BudgetReached => {
+            return Err(Error::BudgetReached {
+                spent: summary.progress.accounting.cost_usd,
+                max: config.max_cost_usd.unwrap_or_default(),
+            });
+        }
         _ => return Err(Error::Interrupted("generation")),
     }
     if summary.progress.failed > 0 {

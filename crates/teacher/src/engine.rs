@@ -57,6 +57,10 @@ pub struct GenerateOptions {
     pub resume: bool,
     /// Prices for the cost accounting.
     pub prices: PriceTable,
+    /// Stop taking new prompts once this run's priced spend reaches this many US dollars;
+    /// requests already in flight finish (at most `concurrency` of them past the line).
+    /// Unpriced requests count nothing toward it.
+    pub max_cost_usd: Option<f64>,
     /// When the dataset writer fsyncs.
     pub sync: SyncPolicy,
 }
@@ -76,6 +80,7 @@ impl GenerateOptions {
             request_timeout: Duration::from_secs(600),
             resume: false,
             prices: PriceTable::default(),
+            max_cost_usd: None,
             sync: SyncPolicy::EveryRecord,
         }
     }
@@ -95,6 +100,13 @@ impl GenerateOptions {
         }
         if self.request_timeout.is_zero() {
             return Err(Error::Options("the request timeout must be positive".into()));
+        }
+        if let Some(max) = self.max_cost_usd
+            && !(max.is_finite() && max >= 0.0)
+        {
+            return Err(Error::Options(format!(
+                "the cost budget must be a non-negative number of dollars, not {max}"
+            )));
         }
         Ok(())
     }
@@ -185,6 +197,8 @@ pub enum StopReason {
     SourceExhausted,
     /// The caller cancelled.
     Cancelled,
+    /// The priced spend reached [`GenerateOptions::max_cost_usd`] before the file was full.
+    BudgetReached,
     /// A fatal error stopped the run. Only [`Event::Finished`] carries it: [`Engine::run`]
     /// returns the error ([`Error::Fatal`]) rather than a summary.
     Fatal,
@@ -351,6 +365,7 @@ impl Engine {
             },
             tasks: JoinSet::new(),
             stopping: false,
+            over_budget: false,
             fatal: None,
         })
     }
@@ -366,8 +381,10 @@ struct Run<'a, I> {
     failures: FailureLog,
     feed: Feed<I>,
     tasks: JoinSet<(Prompt, Outcome)>,
-    /// No new work is taken (cancelled, or after a fatal error).
+    /// No new work is taken (cancelled, over budget, or after a fatal error).
     stopping: bool,
+    /// The spend reached the budget.
+    over_budget: bool,
     fatal: Option<Error>,
 }
 
@@ -455,17 +472,31 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
         }
         let cost = cost(&self.opts.prices, completion, &self.teacher, 1.0);
         let counters = &self.shared.counters;
-        counters
-            .accounting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(completion.usage.as_ref(), cost);
+        let spent = {
+            let mut accounting = counters.accounting.lock().unwrap_or_else(|p| p.into_inner());
+            accounting.add(completion.usage.as_ref(), cost);
+            accounting.cost_usd
+        };
         counters.done.fetch_add(1, Ordering::Relaxed);
         self.shared.emit(Event::Written {
             id: prompt.id,
             latency: completion.latency,
             usage: completion.usage,
         });
+        if let Some(max) = self.opts.max_cost_usd
+            && spent >= max
+            && !self.stopping
+        {
+            tracing::info!(
+                spent,
+                max,
+                in_flight = self.tasks.len(),
+                "cost budget reached: no new requests"
+            );
+            self.over_budget = true;
+            self.stopping = true;
+            self.shared.emit(Event::Stopping);
+        }
         Ok(())
     }
 
@@ -489,6 +520,8 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
             StopReason::Fatal
         } else if self.shared.counters.done.load(Ordering::Relaxed) >= self.opts.num_examples {
             StopReason::Completed
+        } else if self.over_budget {
+            StopReason::BudgetReached
         } else if self.stopping || cancel.is_cancelled() {
             StopReason::Cancelled
         } else {
@@ -575,8 +608,34 @@ async fn attempt_prompt(shared: &Shared, prompt: &Prompt) -> Outcome {
 
 /// Prompt characters / 4 plus the completion budget: what OpenAI counts against a TPM limit.
 fn estimate_tokens(prompt: &Prompt, params: &GenerationParams) -> u64 {
+    estimate_usage(prompt, params).total_tokens()
+}
+
+/// A prompt's usage at most: its characters / 4 (with each message's framing) and the whole
+/// completion budget.
+fn estimate_usage(prompt: &Prompt, params: &GenerationParams) -> Usage {
     let chars: usize = prompt.messages.iter().map(|m| m.content.len() + 16).sum();
-    (chars / 4) as u64 + u64::from(params.max_tokens.unwrap_or(512))
+    Usage {
+        prompt_tokens: (chars / 4) as u64,
+        completion_tokens: u64::from(params.max_tokens.unwrap_or(512)),
+    }
+}
+
+/// What answering every prompt would cost at most, in US dollars, at `model`'s price in
+/// `prices` (every answer as long as `max_tokens` allows); `None` when the model has no price.
+pub fn estimate_cost(
+    prompts: &[Prompt],
+    params: &GenerationParams,
+    prices: &PriceTable,
+    model: &str,
+) -> Option<f64> {
+    let price = prices.get(model)?;
+    Some(
+        prompts
+            .iter()
+            .map(|p| price.cost(&estimate_usage(p, params)))
+            .sum(),
+    )
 }
 
 /// Appends on the blocking pool so an fsync never stalls the runtime's workers.

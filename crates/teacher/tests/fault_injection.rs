@@ -461,6 +461,64 @@ async fn dataset_records_teacher_usage_cost_and_logprobs() {
 }
 
 #[tokio::test]
+async fn a_cost_budget_stops_new_requests_and_a_resume_continues() {
+    let server = FaultServer::start(Duration::ZERO, |_: &Call| Reply::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ps = prompts(40);
+    let price = distill_teacher::pricing::Price {
+        input_per_mtok: 1.0,
+        output_per_mtok: 2.0,
+    };
+    let mut o = options(dir.path(), 40);
+    o.prices.insert("test-model", price);
+    // Any answer costs more than this: the first one written reaches the budget.
+    o.max_cost_usd = Some(1e-9);
+    let summary = run(&server, o.clone(), &ps).await.unwrap();
+    assert_eq!(summary.stop, StopReason::BudgetReached);
+    let written = written_ids(&dir.path().join("out.jsonl")).len();
+    assert!(
+        (1..=o.concurrency + 1).contains(&written),
+        "{written} answers for a budget of one (concurrency {})",
+        o.concurrency
+    );
+    assert!(summary.progress.accounting.cost_usd >= 1e-9);
+
+    o.max_cost_usd = None;
+    o.resume = true;
+    let summary = run(&server, o, &ps).await.unwrap();
+    assert_eq!(summary.stop, StopReason::Completed);
+    assert_eq!(written_ids(&dir.path().join("out.jsonl")).len(), 40);
+}
+
+#[test]
+fn the_cost_estimate_prices_every_prompt_at_its_whole_budget() {
+    let mut prices = distill_teacher::pricing::PriceTable::empty();
+    prices.insert(
+        "m",
+        distill_teacher::pricing::Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 10.0,
+        },
+    );
+    let params = distill_teacher::GenerationParams {
+        max_tokens: Some(100),
+        ..Default::default()
+    };
+    let ps = prompts(3);
+    let estimate = distill_teacher::engine::estimate_cost(&ps, &params, &prices, "m").unwrap();
+    let prompt_tokens: usize = ps
+        .iter()
+        .map(|p| p.messages.iter().map(|m| m.content.len() + 16).sum::<usize>() / 4)
+        .sum();
+    let want = (prompt_tokens as f64 * 1.0 + 3.0 * 100.0 * 10.0) / 1e6;
+    assert!((estimate - want).abs() < 1e-12, "{estimate} vs {want}");
+    assert_eq!(
+        distill_teacher::engine::estimate_cost(&ps, &params, &prices, "unpriced"),
+        None
+    );
+}
+
+#[tokio::test]
 async fn duplicate_prompts_in_the_source_are_asked_once() {
     let server = FaultServer::start(Duration::ZERO, |_: &Call| Reply::Ok).await;
     let dir = tempfile::tempdir().unwrap();
