@@ -12,44 +12,6 @@ use distill::student::train::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Loss {
-    /// Hard labels only (cross-entropy on the teacher's tokens).
-    Ce,
-    /// Forward KL.
-    Kl,
-    /// Reverse KL.
-    Rkl,
-    /// Generalized Jensen-Shannon (see --jsd-beta).
-    Jsd,
-    /// Skew KL (see --skew).
-    Skl,
-    /// Skew reverse KL (see --skew).
-    Srkl,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Device {
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum TopK {
-    /// The stored top-k plus one bucket for the rest of the mass.
-    Rest,
-    /// Top-k renormalised on both sides.
-    Renormalize,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Schedule {
-    Constant,
-    Linear,
-    Cosine,
-}
-
 /// Train a student on a distillation dataset.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -79,7 +41,7 @@ pub struct Args {
     teacher_cache_top_k: Option<usize>,
     /// The loss (default: kl with --teacher-model, else ce).
     #[arg(long, value_enum)]
-    loss: Option<Loss>,
+    loss: Option<LossKind>,
     /// Weight of the soft loss; the hard loss gets 1 - alpha.
     #[arg(long, default_value_t = 0.5)]
     alpha: f64,
@@ -94,7 +56,7 @@ pub struct Args {
     skew: f64,
     /// How stored top-k logprobs are compared.
     #[arg(long, value_enum, default_value = "rest")]
-    top_k_mode: TopK,
+    top_k_mode: TopKMode,
     /// Passes over the data (ignored with --max-steps).
     #[arg(long, default_value_t = 1)]
     epochs: u32,
@@ -127,7 +89,7 @@ pub struct Args {
     warmup_steps: u64,
     /// Learning-rate decay after warm-up.
     #[arg(long, value_enum, default_value = "linear")]
-    schedule: Schedule,
+    schedule: LrSchedule,
     /// Clip the gradient norm to this (0: off).
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
@@ -151,7 +113,7 @@ pub struct Args {
     resume: bool,
     /// Where to train.
     #[arg(long, value_enum, default_value = "auto")]
-    device: Device,
+    device: DeviceChoice,
     /// f16 autocast with dynamic loss scaling (CUDA only).
     #[arg(long, conflicts_with = "bf16")]
     fp16: bool,
@@ -174,35 +136,18 @@ impl Args {
         c.reinit = self.reinit;
         c.teacher_model = self.teacher_model.clone();
         c.teacher_cache_top_k = self.teacher_cache_top_k;
-        let default_loss = if self.teacher_model.is_some() {
-            Loss::Kl
-        } else {
-            Loss::Ce
-        };
-        c.loss.kind = match self.loss.unwrap_or(default_loss) {
-            Loss::Ce => LossKind::Ce,
-            Loss::Kl => LossKind::Kl,
-            Loss::Rkl => LossKind::Rkl,
-            Loss::Jsd => LossKind::Jsd,
-            Loss::Skl => LossKind::Skl,
-            Loss::Srkl => LossKind::Srkl,
-        };
+        c.loss.kind = self
+            .loss
+            .unwrap_or(LossKind::default_for(self.teacher_model.is_some()));
         c.loss.alpha = self.alpha;
         c.loss.temperature = self.temperature;
         c.loss.jsd_beta = self.jsd_beta;
         c.loss.skew = self.skew;
-        c.loss.top_k = match self.top_k_mode {
-            TopK::Rest => TopKMode::RestBucket,
-            TopK::Renormalize => TopKMode::Renormalize,
-        };
+        c.loss.top_k = self.top_k_mode;
         c.optim.lr = self.lr;
         c.optim.weight_decay = self.weight_decay;
         c.optim.warmup_steps = self.warmup_steps;
-        c.optim.schedule = match self.schedule {
-            Schedule::Constant => LrSchedule::Constant,
-            Schedule::Linear => LrSchedule::Linear,
-            Schedule::Cosine => LrSchedule::Cosine,
-        };
+        c.optim.schedule = self.schedule;
         c.optim.max_grad_norm = self.max_grad_norm;
         c.optim.grad_accum = self.grad_accum;
         c.epochs = self.epochs;
@@ -217,11 +162,7 @@ impl Args {
         c.early_stopping_patience = self.early_stopping_patience;
         c.seed = self.seed;
         c.resume = self.resume;
-        c.device = match self.device {
-            Device::Auto => DeviceChoice::Auto,
-            Device::Cpu => DeviceChoice::Cpu,
-            Device::Cuda => DeviceChoice::Cuda,
-        };
+        c.device = self.device;
         c.precision = match (self.fp16, self.bf16) {
             (true, _) => MixedPrecision::Fp16,
             (_, true) => MixedPrecision::Bf16,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Error, Result};
 
 /// Which objective to train on.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
@@ -27,6 +28,16 @@ pub enum LossKind {
 }
 
 impl LossKind {
+    /// The objective when none is asked for: forward KL when a teacher model runs beside the
+    /// student, else cross-entropy (a dataset's stored top-k alone does not switch it).
+    pub fn default_for(has_teacher_model: bool) -> Self {
+        if has_teacher_model {
+            LossKind::Kl
+        } else {
+            LossKind::Ce
+        }
+    }
+
     /// Whether the objective needs teacher probabilities (soft labels).
     pub fn needs_soft_labels(self) -> bool {
         self != LossKind::Ce
@@ -37,6 +48,7 @@ impl LossKind {
 ///
 /// Both sides are compared on the same buckets, so every divergence stays a divergence between
 /// two proper distributions.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TopKMode {
@@ -46,6 +58,7 @@ pub enum TopKMode {
     /// the bias of renormalised top-k targets described by Anshumann et al., "Sparse Logit
     /// Sampling: Accelerating Knowledge Distillation in LLMs" (ACL 2025).
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "rest"))]
     RestBucket,
     /// Teacher and student both renormalised over the k tokens (the tail is ignored).
     Renormalize,
@@ -83,6 +96,7 @@ impl Default for LossConfig {
 }
 
 /// The learning-rate schedule after warm-up.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
@@ -135,6 +149,7 @@ impl Default for OptimConfig {
 }
 
 /// Where to train.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
