@@ -11,10 +11,10 @@ use distill::data::prompts::LabPrompts;
 use distill::data::{PromptSource, shuffle};
 use distill::local_teacher::{LocalTeacher, LocalTeacherOptions};
 use distill::teacher::batch::{BatchEvent, BatchOptions, BatchRunner};
-use distill::teacher::limiter::RateLimits;
+use distill::teacher::config::GenerationSettings;
 use distill::teacher::{
-    AzureTeacher, CancellationToken, Engine, Event, GenerateOptions, OpenAiTeacher,
-    Provider as TeacherProvider, ProviderSettings, StopReason, Teacher, TeacherConfig,
+    AzureTeacher, CancellationToken, Engine, Event, OpenAiTeacher, Provider as TeacherProvider,
+    ProviderSettings, StopReason, Teacher, TeacherConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -61,9 +61,9 @@ pub struct Args {
     /// The shuffle seed that decides which prompts are drawn, and in which order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Store the K most likely alternatives per token (0 to 20).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
-    top_logprobs: u8,
+    /// Store the K most likely alternatives per token (0 to 20; default: the config file's, else 0).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=20))]
+    top_logprobs: Option<u8>,
     /// Requests in flight.
     #[arg(long)]
     concurrency: Option<usize>,
@@ -154,7 +154,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--batch needs a remote provider (the Batch API); a local teacher answers directly");
     }
     let config = if local { None } else { Some(remote_config(&args)?) };
-    let g = config.as_ref().map(|c| c.generation.clone()).unwrap_or_default();
     let model = args
         .model
         .clone()
@@ -169,15 +168,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     shuffle(&mut prompts, args.seed);
     let total_prompts = prompts.len();
 
-    let mut params = distill::teacher::GenerationParams::default();
-    params.temperature = args.temperature.or(g.temperature).or(params.temperature);
-    params.max_tokens = args.max_tokens.or(g.max_tokens).or(params.max_tokens);
-    params.seed = g.seed;
-    params.top_logprobs = if args.top_logprobs > 0 {
-        args.top_logprobs
-    } else {
-        g.top_logprobs.unwrap_or(0)
+    if let Some(t) = args.timeout
+        && !(t.is_finite() && t > 0.0)
+    {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    // Flags over the config file's [generation] table over the library's defaults.
+    let flags = GenerationSettings {
+        temperature: args.temperature,
+        max_tokens: args.max_tokens,
+        seed: None,
+        top_logprobs: args.top_logprobs,
+        concurrency: args.concurrency,
+        requests_per_minute: args.requests_per_minute,
+        tokens_per_minute: args.tokens_per_minute,
+        timeout_secs: args.timeout,
+        max_attempts: args.max_attempts,
     };
+    let settings = flags.or(&config.as_ref().map(|c| c.generation.clone()).unwrap_or_default());
+    let mut options = settings.generate_options(args.num_examples, &args.output)?;
+    options.resume = args.resume;
+    options.max_cost_usd = args.max_cost;
+    if let Some(config) = &config {
+        options.prices = config.prices.clone();
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let cancel = CancellationToken::new();
@@ -194,9 +208,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let concurrency = args.concurrency.or(g.concurrency).unwrap_or(8);
     let teacher = match &config {
-        None => local_teacher(model.as_deref(), concurrency)?,
+        None => local_teacher(model.as_deref(), options.concurrency)?,
         Some(config) => {
             let model = match (model, &config.provider) {
                 (None, ProviderSettings::OpenAi(s)) => {
@@ -209,39 +222,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (model, _) => model,
             };
             if args.batch {
-                let mut options = BatchOptions::new(args.num_examples, &args.output);
-                options.params = params;
-                options.resume = args.resume;
-                options.prices = config.prices.clone();
-                options.poll_interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
-                return run_batch(&runtime, config, model.as_deref(), options, prompts, cancel);
+                let mut batch = BatchOptions::new(args.num_examples, &args.output);
+                batch.params = options.params;
+                batch.resume = args.resume;
+                batch.prices = config.prices.clone();
+                batch.poll_interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
+                return run_batch(&runtime, config, model.as_deref(), batch, prompts, cancel);
             }
             distill::teacher::teacher_from_config(config, model.as_deref())?
         }
     };
-    let mut options = GenerateOptions::new(args.num_examples, &args.output);
-    options.params = params;
-    options.concurrency = concurrency;
-    options.limits = RateLimits {
-        requests_per_minute: args.requests_per_minute.or(g.requests_per_minute),
-        tokens_per_minute: args.tokens_per_minute.or(g.tokens_per_minute),
-        ..Default::default()
-    };
-    if let Some(t) = args.timeout.or(g.timeout_secs) {
-        if !(t.is_finite() && t > 0.0) {
-            bail!("--timeout must be a positive number of seconds");
-        }
-        options.request_timeout = Duration::from_secs_f64(t);
-    }
-    if let Some(n) = args.max_attempts.or(g.max_attempts) {
-        options.retry.max_attempts = n;
-    }
-    options.resume = args.resume;
-    options.max_cost_usd = args.max_cost;
-    if let Some(config) = &config {
-        options.prices = config.prices.clone();
-    }
-
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = Engine::new(teacher, options).with_events(tx);
     let bar = ProgressBar::new(args.num_examples as u64);

@@ -23,14 +23,17 @@
 //! `workload-identity`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::engine::GenerateOptions;
 use crate::error::{Error, Result};
 use crate::pricing::{Price, PriceTable};
+use crate::teacher::GenerationParams;
 
 /// OpenAI's public API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -135,6 +138,66 @@ pub struct GenerationSettings {
     pub timeout_secs: Option<f64>,
     /// Attempts per prompt, including the first.
     pub max_attempts: Option<u32>,
+}
+
+impl GenerationSettings {
+    /// These settings, with `fallback`'s where these have none: command-line flags over a
+    /// file's `[generation]` table, say.
+    pub fn or(&self, fallback: &GenerationSettings) -> GenerationSettings {
+        GenerationSettings {
+            temperature: self.temperature.or(fallback.temperature),
+            max_tokens: self.max_tokens.or(fallback.max_tokens),
+            seed: self.seed.or(fallback.seed),
+            top_logprobs: self.top_logprobs.or(fallback.top_logprobs),
+            concurrency: self.concurrency.or(fallback.concurrency),
+            requests_per_minute: self.requests_per_minute.or(fallback.requests_per_minute),
+            tokens_per_minute: self.tokens_per_minute.or(fallback.tokens_per_minute),
+            timeout_secs: self.timeout_secs.or(fallback.timeout_secs),
+            max_attempts: self.max_attempts.or(fallback.max_attempts),
+        }
+    }
+
+    /// The sampling parameters: [`GenerationParams::default`] with these settings on top.
+    pub fn params(&self) -> GenerationParams {
+        let defaults = GenerationParams::default();
+        GenerationParams {
+            temperature: self.temperature.or(defaults.temperature),
+            max_tokens: self.max_tokens.or(defaults.max_tokens),
+            seed: self.seed.or(defaults.seed),
+            top_logprobs: self.top_logprobs.unwrap_or(defaults.top_logprobs),
+            ..defaults
+        }
+    }
+
+    /// Engine options for `num_examples` examples into `output`: [`GenerateOptions::new`]'s
+    /// defaults with these settings on top. A timeout that is not a positive number of seconds
+    /// is an error.
+    pub fn generate_options(
+        &self,
+        num_examples: usize,
+        output: impl Into<PathBuf>,
+    ) -> Result<GenerateOptions> {
+        let mut options = GenerateOptions::new(num_examples, output);
+        options.params = self.params();
+        if let Some(n) = self.concurrency {
+            options.concurrency = n;
+        }
+        options.limits.requests_per_minute = self.requests_per_minute;
+        options.limits.tokens_per_minute = self.tokens_per_minute;
+        if let Some(t) = self.timeout_secs {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(config_error(
+                    "timeout_secs",
+                    format!("must be a positive number of seconds, not {t}"),
+                ));
+            }
+            options.request_timeout = Duration::from_secs_f64(t);
+        }
+        if let Some(n) = self.max_attempts {
+            options.retry.max_attempts = n;
+        }
+        Ok(options)
+    }
 }
 
 /// A resolved teacher configuration.
@@ -507,6 +570,46 @@ fn config_error(key: &str, problem: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_over_the_file_over_the_library_defaults() {
+        let file = GenerationSettings {
+            temperature: Some(0.2),
+            max_tokens: Some(64),
+            concurrency: Some(3),
+            timeout_secs: Some(30.0),
+            ..Default::default()
+        };
+        let flags = GenerationSettings {
+            max_tokens: Some(16),
+            top_logprobs: Some(5),
+            ..Default::default()
+        };
+        let merged = flags.or(&file);
+        let options = merged.generate_options(10, "out.jsonl").unwrap();
+        assert_eq!(options.params.max_tokens, Some(16), "a flag wins over the file");
+        assert_eq!(
+            options.params.temperature,
+            Some(0.2),
+            "the file fills what flags leave"
+        );
+        assert_eq!(options.params.top_logprobs, 5);
+        assert_eq!(options.params.seed, GenerationParams::default().seed);
+        assert_eq!(options.concurrency, 3);
+        assert_eq!(options.request_timeout, Duration::from_secs(30));
+        let defaults = GenerateOptions::new(10, "out.jsonl");
+        assert_eq!(
+            options.retry.max_attempts, defaults.retry.max_attempts,
+            "the library default stays"
+        );
+        let bad = GenerationSettings {
+            timeout_secs: Some(0.0),
+            ..Default::default()
+        };
+        let err = bad.generate_options(1, "o.jsonl").unwrap_err();
+        assert!(err.to_string().contains("timeout_secs"), "{err}");
+    }
+
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
