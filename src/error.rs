@@ -55,7 +55,7 @@ pub enum Error {
     Input(String),
     /// The teacher's spend reached the run's cost budget before every prompt was answered.
     #[error(
-        "the teacher's spend reached the cost budget of ${max:.2} (${spent:.4} this session); raise the budget and run again to continue"
+        "the teacher's spend reached the cost budget of ${max:.2} (${spent:.4} this session); the same command continues, and may spend up to the budget again"
     )]
     BudgetReached {
         /// Dollars spent in this session.

@@ -151,18 +151,36 @@ fn lab_child_process() {
         lab::run(
             &quick_config(Path::new(&run_dir)),
             &AtomicBool::new(false),
-            &mut |_| {},
+            &mut |e| {
+                if let LabEvent::Note(note) = e {
+                    println!("note: {note}");
+                }
+            },
         )
         .unwrap();
     }
 }
 
-/// Starts the quick lab in `run_dir` in a child process (this test binary, running only
-/// [`lab_child_process`]).
+/// The quick lab in `run_dir` as a child process (this test binary, running only
+/// [`lab_child_process`]). Labs that must match bit for bit run in their own processes:
+/// libtorch's thread count is per process, and the other test of this file changes it.
+fn lab_process(run_dir: &Path) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "lab_child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(CHILD_RUN_DIR, run_dir);
+    command
+}
+
+/// Starts [`lab_process`] with its output discarded.
 fn spawn_lab(run_dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["lab_child_process", "--exact", "--ignored", "--quiet"])
-        .env(CHILD_RUN_DIR, run_dir)
+    lab_process(run_dir)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
@@ -231,16 +249,12 @@ fn a_lab_killed_during_generation_and_training_ends_as_an_uninterrupted_one() {
         "killed after training had ended (first checkpoint {checkpoint})"
     );
 
-    let mut notes = Vec::new();
-    lab::run(&config, &AtomicBool::new(false), &mut |e| {
-        if let LabEvent::Note(note) = e {
-            notes.push(note)
-        }
-    })
-    .unwrap();
+    let resumed = lab_process(&run_dir).output().unwrap();
+    let notes = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "the resumed lab failed: {notes}");
     assert!(
-        notes.iter().any(|n| n.contains("resuming from the checkpoint")),
-        "training did not resume: {notes:?}"
+        notes.contains("resuming from the checkpoint"),
+        "training did not resume: {notes}"
     );
 
     let (reference, _) = uninterrupted();

@@ -150,6 +150,9 @@ fn local_teacher(model: Option<&str>, concurrency: usize) -> anyhow::Result<Arc<
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let local = matches!(args.provider, Some(Provider::Local));
+    if args.batch && args.max_cost.is_some() {
+        bail!("--max-cost applies to live requests; the Batch API bills the whole batch at once");
+    }
     if local && args.batch {
         bail!("--batch needs a remote provider (the Batch API); a local teacher answers directly");
     }
@@ -304,7 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         StopReason::Completed => Ok(()),
         StopReason::Cancelled => bail!("interrupted; continue with the same command and --resume"),
         StopReason::BudgetReached => bail!(
-            "stopped at the --max-cost budget (${:.4} spent); continue with a higher --max-cost and --resume",
+            "stopped at the --max-cost budget (${:.4} spent); --resume continues, and may spend up to --max-cost again",
             a.cost_usd
         ),
         StopReason::SourceExhausted => bail!(

@@ -84,9 +84,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.teacher_name(),
         config.run_dir.display()
     );
+    config.validate()?;
     if let Some(estimate) = lab::estimate_cost(&config)? {
         eprintln!(
-            "lab: the teacher costs at most ${:.2} ({} prompts, {} at {})",
+            "lab: the teacher costs about ${:.2} at most ({} prompts, {} at {})",
             estimate.usd, estimate.prompts, estimate.model, estimate.prices_as_of
         );
         let spend = args.max_cost.map_or(estimate.usd, |max| estimate.usd.min(max));
@@ -95,6 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "the teacher may cost up to ${spend:.2}: pass --yes to spend it, or --max-cost USD to cap it"
             );
         }
+    } else if args.max_cost.is_some() && matches!(config.teacher, TeacherChoice::Remote { .. }) {
+        eprintln!("lab: warning: the teacher's model has no price, so --max-cost cannot count its spend");
     }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))

@@ -226,6 +226,13 @@ impl LabConfig {
                 self.training.loss
             ));
         }
+        if let Some(max) = self.max_cost_usd
+            && !(max.is_finite() && max > 0.0)
+        {
+            return bad(format!(
+                "the cost budget must be a positive number of dollars, not {max}"
+            ));
+        }
         Ok(())
     }
 
@@ -367,9 +374,10 @@ pub struct CostEstimate {
     pub prices_as_of: String,
 }
 
-/// The most the lab's teacher would cost: `Ok(None)` for a local teacher or a model without a
-/// price (a local OpenAI-compatible server), else the estimate over the prompts the lab
-/// draws. Answers already in a run directory are not subtracted.
+/// About the most the lab's teacher would cost: `Ok(None)` for a local teacher, a model
+/// without a price (a local OpenAI-compatible server) or a run whose generation is complete,
+/// else the estimate over the prompts the lab draws (answers already in a run directory that
+/// is part-way through are not subtracted).
 pub fn estimate_cost(config: &LabConfig) -> Result<Option<CostEstimate>> {
     let TeacherChoice::Remote {
         config: teacher,
@@ -378,6 +386,9 @@ pub fn estimate_cost(config: &LabConfig) -> Result<Option<CostEstimate>> {
     else {
         return Ok(None);
     };
+    if config.path("data.jsonl").exists() {
+        return Ok(None);
+    }
     let prompts = stages::prompts(config, &mut |_| {})?;
     let params = distill_teacher::GenerationParams {
         max_tokens: Some(config.max_tokens),

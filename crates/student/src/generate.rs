@@ -26,7 +26,9 @@ pub struct GenerationConfig {
     /// Decode each prompt exactly as it would be decoded alone, whatever shares its batch: on
     /// the CPU, prompts are prefilled one by one and a batch of one keeps the batched kernels,
     /// so a prompt's tokens do not depend on its batch-mates (a resumed generation repeats an
-    /// uninterrupted one). Costs a few percent on batches and more on a lone sequence.
+    /// uninterrupted one). Costs a few percent on batches and more on a lone sequence. Holds
+    /// for greedy decoding on the CPU decoder (f32 weights); sampling draws from one generator
+    /// for the whole batch, and libtorch's own path (other precisions, CUDA) makes no promise.
     pub batch_invariant: bool,
 }
 
@@ -100,7 +102,7 @@ pub fn generate(
     for step in 0..new_token_limit(model, width, config.max_new_tokens) {
         let logits = match decoder.as_mut() {
             Some(decoder) => Tensor::from_slice(decoder.step(&last)).view([last.len() as i64, -1]),
-            None if device == Device::Cpu && batch > 1 && config.batch_invariant => {
+            None if step == 0 && device == Device::Cpu && batch > 1 && config.batch_invariant => {
                 let (logits, caches) = prefill_one_by_one(model, prompts, device);
                 cache = KvCache::left_padded(caches);
                 logits

@@ -185,13 +185,15 @@ impl GenerationSettings {
         options.limits.requests_per_minute = self.requests_per_minute;
         options.limits.tokens_per_minute = self.tokens_per_minute;
         if let Some(t) = self.timeout_secs {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(config_error(
-                    "timeout_secs",
-                    format!("must be a positive number of seconds, not {t}"),
-                ));
-            }
-            options.request_timeout = Duration::from_secs_f64(t);
+            options.request_timeout = Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    config_error(
+                        "timeout_secs",
+                        format!("must be a positive number of seconds, not {t}"),
+                    )
+                })?;
         }
         if let Some(n) = self.max_attempts {
             options.retry.max_attempts = n;
@@ -602,12 +604,14 @@ mod tests {
             options.retry.max_attempts, defaults.retry.max_attempts,
             "the library default stays"
         );
-        let bad = GenerationSettings {
-            timeout_secs: Some(0.0),
-            ..Default::default()
-        };
-        let err = bad.generate_options(1, "o.jsonl").unwrap_err();
-        assert!(err.to_string().contains("timeout_secs"), "{err}");
+        for t in [0.0, -1.0, f64::NAN, 1e20] {
+            let bad = GenerationSettings {
+                timeout_secs: Some(t),
+                ..Default::default()
+            };
+            let err = bad.generate_options(1, "o.jsonl").unwrap_err();
+            assert!(err.to_string().contains("timeout_secs"), "{t}: {err}");
+        }
     }
 
     use std::collections::HashMap;

@@ -57,9 +57,9 @@ pub struct GenerateOptions {
     pub resume: bool,
     /// Prices for the cost accounting.
     pub prices: PriceTable,
-    /// Stop taking new prompts once this run's priced spend reaches this many US dollars;
-    /// requests already in flight finish (at most `concurrency` of them past the line).
-    /// Unpriced requests count nothing toward it.
+    /// Stop taking new prompts once this run's priced spend reaches this many US dollars
+    /// (positive); requests already in flight finish (at most `concurrency` of them past the
+    /// line). Unpriced requests count nothing toward it, and a resumed run counts from zero.
     pub max_cost_usd: Option<f64>,
     /// When the dataset writer fsyncs.
     pub sync: SyncPolicy,
@@ -102,10 +102,10 @@ impl GenerateOptions {
             return Err(Error::Options("the request timeout must be positive".into()));
         }
         if let Some(max) = self.max_cost_usd
-            && !(max.is_finite() && max >= 0.0)
+            && !(max.is_finite() && max > 0.0)
         {
             return Err(Error::Options(format!(
-                "the cost budget must be a non-negative number of dollars, not {max}"
+                "the cost budget must be a positive number of dollars, not {max}"
             )));
         }
         Ok(())
@@ -467,22 +467,29 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
         let writer = self.writer.take().expect("the writer is back after every append");
         let (writer, written) = append_blocking(writer, example).await?;
         self.writer = Some(writer);
-        if let Some(reason) = refusal(written)? {
-            return self.fail(&prompt, reason, 1);
-        }
+        // The answer is billed whether or not the file takes it.
         let cost = cost(&self.opts.prices, completion, &self.teacher, 1.0);
-        let counters = &self.shared.counters;
         let spent = {
+            let counters = &self.shared.counters;
             let mut accounting = counters.accounting.lock().unwrap_or_else(|p| p.into_inner());
             accounting.add(completion.usage.as_ref(), cost);
             accounting.cost_usd
         };
-        counters.done.fetch_add(1, Ordering::Relaxed);
+        self.check_budget(spent);
+        if let Some(reason) = refusal(written)? {
+            return self.fail(&prompt, reason, 1);
+        }
+        self.shared.counters.done.fetch_add(1, Ordering::Relaxed);
         self.shared.emit(Event::Written {
             id: prompt.id,
             latency: completion.latency,
             usage: completion.usage,
         });
+        Ok(())
+    }
+
+    /// Stops taking new prompts once `spent` reaches the budget.
+    fn check_budget(&mut self, spent: f64) {
         if let Some(max) = self.opts.max_cost_usd
             && spent >= max
             && !self.stopping
@@ -497,7 +504,6 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
             self.stopping = true;
             self.shared.emit(Event::Stopping);
         }
-        Ok(())
     }
 
     fn fail(&mut self, prompt: &Prompt, reason: String, attempts: u32) -> Result<()> {
@@ -621,8 +627,9 @@ fn estimate_usage(prompt: &Prompt, params: &GenerationParams) -> Usage {
     }
 }
 
-/// What answering every prompt would cost at most, in US dollars, at `model`'s price in
-/// `prices` (every answer as long as `max_tokens` allows); `None` when the model has no price.
+/// About what answering every prompt would cost, in US dollars, at `model`'s price in `prices`:
+/// prompt tokens estimated as characters / 4, every answer as long as `max_tokens` allows, no
+/// retries; `None` when the model has no price.
 pub fn estimate_cost(
     prompts: &[Prompt],
     params: &GenerationParams,
