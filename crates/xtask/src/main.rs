@@ -122,7 +122,10 @@ fn lab(flags: &[String]) -> Result<(), Failure> {
         "building the distill example",
     )?;
     let build_seconds = build_started.elapsed().as_secs_f64();
-    let binary = root.join("target/release/examples/distill");
+    // Where cargo put it: CARGO_TARGET_DIR (relative to the root, as cargo reads it) or target/.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let binary = target.join("release/examples/distill");
     println!("xtask: {} lab {}", binary.display(), flags.join(" "));
     let lab_started = std::time::Instant::now();
     shell::run(
