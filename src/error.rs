@@ -76,3 +76,9 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
     let path = path.into();
     move |source| Error::Io { path, source }
 }
+
+/// The `Json` error for `path`, for `map_err`.
+pub(crate) fn json(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Json { path, source }
+}

@@ -115,22 +115,15 @@ pub struct Candidate {
     pub source: Option<PathBuf>,
     /// Seconds it took to load.
     pub load_seconds: f64,
-    /// Resident bytes of the process before it was loaded (see [`Candidate::measure_from_here`]).
+    /// Resident bytes of the process before it was loaded (from
+    /// [`distill_eval::memory::start_peak_measurement`]).
     pub rss_before: Option<u64>,
 }
 
 impl Candidate {
-    /// Starts measuring a model's memory: frees what the allocator holds unused, resets the
-    /// process's peak, and returns its resident size now (`None` where it cannot be measured).
-    pub fn measure_from_here() -> Option<u64> {
-        distill_eval::memory::release_free_memory();
-        distill_eval::memory::reset_peak_rss().ok()?;
-        distill_eval::memory::current_rss_bytes().ok()
-    }
-
     /// Loads `path` (a `.gguf` file or an HF directory) on the CPU, timing the load.
     pub fn load(name: &str, role: Role, path: &Path) -> Result<Self> {
-        let rss_before = Self::measure_from_here();
+        let rss_before = distill_eval::memory::start_peak_measurement().ok();
         let started = Instant::now();
         let model = Pretrained::load(path, Device::Cpu)?;
         Ok(Candidate {
@@ -162,8 +155,7 @@ pub fn evaluate(
     let teacher_token_cross_entropy =
         teacher_token_cross_entropy(&candidate.model, examples, settings.max_seq_len)?;
     // The peak that counts is serving's: the cross-entropy's scratch is left out of it.
-    distill_eval::memory::release_free_memory();
-    let _ = distill_eval::memory::reset_peak_rss();
+    let _ = distill_eval::memory::start_peak_measurement();
     candidate.model.prepare_for_generation(Precision::F32);
     let mut generator = ChatGenerator {
         model: &candidate.model,

@@ -22,9 +22,10 @@ fn binary() -> PathBuf {
     bin
 }
 
-/// Runs `distill ARGS` offline, without API keys, in `dir`.
-fn distill(dir: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
+/// `distill ARGS` in `dir`, offline and without API keys (a test adds the ones it needs).
+fn offline(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
         .args(args)
         .current_dir(dir)
         .env("HF_HUB_OFFLINE", "1")
@@ -33,9 +34,13 @@ fn distill(dir: &Path, args: &[&str]) -> Output {
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .env_remove("AZURE_OPENAI_ENDPOINT")
-        .env_remove("AZURE_OPENAI_API_KEY")
-        .output()
-        .unwrap()
+        .env_remove("AZURE_OPENAI_API_KEY");
+    command
+}
+
+/// Runs `distill ARGS` offline, without API keys, in `dir`.
+fn distill(dir: &Path, args: &[&str]) -> Output {
+    offline(dir, args).output().unwrap()
 }
 
 /// Asserts a failure with `code` and one stderr line holding every one of `needles`;
@@ -289,22 +294,19 @@ fn a_lab_on_a_priced_teacher_asks_before_spending_more_than_a_dollar() {
         .collect();
     std::fs::write(dir.path().join("long.jsonl"), prompts).unwrap();
     let student = assets::smollm2_gguf();
-    let out = Command::new(binary())
-        .args([
-            "lab",
-            "--prompts",
-            "long.jsonl",
-            "--num-prompts",
-            "100",
-            "--run-dir",
-            "run",
-        ])
-        .args(["--student-model", student.to_str().unwrap()])
-        .current_dir(dir.path())
-        .env("HF_HUB_OFFLINE", "1")
+    let args = [
+        "lab",
+        "--prompts",
+        "long.jsonl",
+        "--num-prompts",
+        "100",
+        "--run-dir",
+        "run",
+        "--student-model",
+        student.to_str().unwrap(),
+    ];
+    let out = offline(dir.path(), &args)
         .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("AZURE_OPENAI_ENDPOINT")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

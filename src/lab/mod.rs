@@ -226,13 +226,7 @@ impl LabConfig {
                 self.training.loss
             ));
         }
-        if let Some(max) = self.max_cost_usd
-            && !(max.is_finite() && max > 0.0)
-        {
-            return bad(format!(
-                "the cost budget must be a positive number of dollars, not {max}"
-            ));
-        }
+        distill_teacher::engine::check_cost_budget(self.max_cost_usd)?;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use distill_teacher::{
 
 use super::report::{LabReport, Mcqa};
 use super::{LabConfig, LabEvent, STOP_POLL, Stage, StudentChoice, Task, TeacherChoice};
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result, io, json};
 use crate::evaluate::{Candidate, ModelEval, Role, evaluate as evaluate_model};
 use crate::local_teacher::{LocalTeacher, LocalTeacherOptions};
 
@@ -35,11 +35,7 @@ impl Timings {
         let lab = run_dir.join("lab.json");
         match std::fs::read(&lab) {
             Ok(bytes) => {
-                let stored: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-                        path: lab.clone(),
-                        source,
-                    })?;
+                let stored: serde_json::Value = serde_json::from_slice(&bytes).map_err(json(&lab))?;
                 let differs = differing_keys(&stored, fingerprint);
                 if !differs.is_empty() {
                     return Err(Error::RunDirMismatch {
@@ -96,10 +92,7 @@ fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
 
 /// Writes pretty JSON atomically (a temporary file, then a rename).
 pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = serde_json::to_string_pretty(value).map_err(json(path))?;
     write_atomic(path, text.as_bytes())
 }
 
@@ -358,10 +351,7 @@ pub(super) fn train(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn Fn
 pub(super) fn evaluate(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -> Result<LabReport> {
     let done = config.path("evaluation.json");
     if let Ok(bytes) = std::fs::read(&done) {
-        let report = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-            path: done.clone(),
-            source,
-        })?;
+        let report = serde_json::from_slice(&bytes).map_err(json(&done))?;
         on_event(LabEvent::StageSkipped {
             stage: Stage::Evaluate,
         });
@@ -416,7 +406,7 @@ fn evaluate_all(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -> Resul
 
 /// The student before training: the same layers of the teacher, or the student model as loaded.
 fn untrained(config: &LabConfig) -> Result<Candidate> {
-    let rss_before = Candidate::measure_from_here();
+    let rss_before = distill_eval::memory::start_peak_measurement().ok();
     let started = Instant::now();
     let (model, source) = match (&config.student, &config.teacher) {
         (StudentChoice::TeacherLayers(n), TeacherChoice::Local { model }) => {

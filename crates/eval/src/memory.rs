@@ -62,6 +62,15 @@ pub fn release_free_memory() {
     }
 }
 
+/// Starts measuring a peak from here: hands free memory back ([`release_free_memory`]),
+/// resets the peak ([`reset_peak_rss`]) and returns the resident size now, which a later
+/// [`peak_rss_bytes`] is to be compared with.
+pub fn start_peak_measurement() -> Result<u64> {
+    release_free_memory();
+    reset_peak_rss()?;
+    current_rss_bytes()
+}
+
 /// Reads a `kB` field of a `/proc/<pid>/status` file.
 fn status_field_bytes(path: &Path, field: &str) -> Result<u64> {
     if !cfg!(target_os = "linux") {

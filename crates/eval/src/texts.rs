@@ -152,19 +152,11 @@ pub fn score_texts_multi<H: AsRef<str>, R: AsRef<str>>(
             if hypotheses.is_empty() {
                 return Err(Error::Empty("hypotheses"));
             }
-            for stream in streams {
-                if stream.len() != hypotheses.len() {
-                    return Err(Error::LengthMismatch {
-                        what: "references in a stream (one per hypothesis)",
-                        expected: hypotheses.len(),
-                        actual: stream.len(),
-                    });
-                }
-            }
             let refs: Vec<Vec<&str>> = streams
                 .iter()
                 .map(|s| s.iter().map(AsRef::as_ref).collect())
                 .collect();
+            // BLEU first: it checks that every stream has one segment per hypothesis.
             let bleu = Bleu::new(options.bleu)?.corpus_score(hypotheses, &refs)?;
             let scorer = RougeScorer::new(&RougeType::ALL_COMMON, options.rouge_stemmer)?;
             let per_segment = hypotheses

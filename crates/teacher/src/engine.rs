@@ -101,14 +101,18 @@ impl GenerateOptions {
         if self.request_timeout.is_zero() {
             return Err(Error::Options("the request timeout must be positive".into()));
         }
-        if let Some(max) = self.max_cost_usd
-            && !(max.is_finite() && max > 0.0)
-        {
-            return Err(Error::Options(format!(
-                "the cost budget must be a positive number of dollars, not {max}"
-            )));
-        }
-        Ok(())
+        check_cost_budget(self.max_cost_usd)
+    }
+}
+
+/// A cost budget ([`GenerateOptions::max_cost_usd`]) must be a positive number of dollars.
+/// Callers that take one before starting an engine check it here, as the engine will.
+pub fn check_cost_budget(max_cost_usd: Option<f64>) -> Result<()> {
+    match max_cost_usd {
+        Some(max) if !(max.is_finite() && max > 0.0) => Err(Error::Options(format!(
+            "the cost budget must be a positive number of dollars, not {max}"
+        ))),
+        _ => Ok(()),
     }
 }
 
