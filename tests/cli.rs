@@ -31,6 +31,7 @@ fn offline(dir: &Path, args: &[&str]) -> Command {
         .env("HF_HUB_OFFLINE", "1")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
+        .env_remove("DISTILL_CONFIG")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .env_remove("AZURE_OPENAI_ENDPOINT")
@@ -314,4 +315,137 @@ fn a_lab_on_a_priced_teacher_asks_before_spending_more_than_a_dollar() {
     fails(&out, 1, &["--yes", "--max-cost"]);
     assert!(!stderr.contains("sk-test"), "the key leaked: {stderr}");
     assert!(!dir.path().join("run").exists(), "the lab started");
+}
+
+/// Three examples of 2, 6 and 10 words (prompt and response together).
+fn three_lengths(dir: &Path) {
+    let lines = [
+        r#"{"prompt": "Hi", "response": "there"}"#,
+        r#"{"prompt": "one two three", "response": "four five six"}"#,
+        r#"{"prompt": "a b c d e", "response": "f g h i j"}"#,
+    ];
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn a_config_file_gives_defaults_that_flags_override() {
+    let dir = tempfile::tempdir().unwrap();
+    three_lengths(dir.path());
+    std::fs::write(
+        dir.path().join("distill.toml"),
+        "quiet = true\n[data.filter]\nmax_words = 6\noutput = \"from_file.jsonl\"\n[train]\nepochs = 2\n",
+    )
+    .unwrap();
+    let ok = |out: &Output| {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // The file's values, through --config and through DISTILL_CONFIG.
+    let out = distill(
+        dir.path(),
+        &["--config", "distill.toml", "data", "filter", "in.jsonl"],
+    );
+    ok(&out);
+    assert_eq!(lines_in(&dir.path().join("from_file.jsonl")), 2);
+    let out = offline(dir.path(), &["data", "filter", "in.jsonl", "-o", "env.jsonl"])
+        .env("DISTILL_CONFIG", "distill.toml")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(lines_in(&dir.path().join("env.jsonl")), 2);
+
+    // Flags win over the file, a flag that conflicts with the file's (-v against quiet)
+    // drops the file's, and the file is ignored without --config.
+    let out = distill(
+        dir.path(),
+        &[
+            "--config",
+            "distill.toml",
+            "-v",
+            "data",
+            "filter",
+            "in.jsonl",
+            "--max-words",
+            "100",
+            "-o",
+            "flag.jsonl",
+        ],
+    );
+    ok(&out);
+    assert_eq!(lines_in(&dir.path().join("flag.jsonl")), 3);
+    let out = distill(dir.path(), &["data", "filter", "in.jsonl", "-o", "plain.jsonl"]);
+    ok(&out);
+    assert_eq!(lines_in(&dir.path().join("plain.jsonl")), 3);
+}
+
+#[test]
+fn a_bad_config_file_is_named_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    three_lengths(dir.path());
+    let cases = [
+        (
+            "[data.filter]\nmax-word = 6\n",
+            vec!["bad.toml:2:", "[data.filter] max-word", "has no --max-word"],
+        ),
+        (
+            "[data.filter]\nmax-words = \"many\"\n",
+            vec!["bad.toml:2:", "max-words", "invalid digit"],
+        ),
+        (
+            "[data.filter]\nkeep-truncated = 1\n",
+            vec!["bad.toml:2:", "expects true or false"],
+        ),
+        (
+            "[generate]\nnum-examples = 5\n[generat]\nmodel = \"x\"\n",
+            vec!["bad.toml:3:", "no --generat"],
+        ),
+        ("[data.filter\n", vec!["bad.toml:1:"]),
+    ];
+    for (text, needles) in cases {
+        std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+        let out = distill(
+            dir.path(),
+            &[
+                "--config", "bad.toml", "data", "filter", "in.jsonl", "-o", "x.jsonl",
+            ],
+        );
+        fails(&out, 2, &needles);
+        one_line(&out);
+        assert!(!dir.path().join("x.jsonl").exists());
+    }
+    let out = distill(
+        dir.path(),
+        &["--config", "absent.toml", "data", "stats", "in.jsonl"],
+    );
+    fails(&out, 2, &["absent.toml"]);
+}
+
+#[test]
+fn the_readmes_config_file_is_valid() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a TOML example in the README") + "```toml\n".len();
+    let text = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("distill.toml"), text).unwrap();
+    std::fs::write(dir.path().join("d.jsonl"), format!("{GOOD}\n")).unwrap();
+    // Every key is checked against its command's flags whichever command runs.
+    let out = distill(
+        dir.path(),
+        &["--config", "distill.toml", "data", "stats", "d.jsonl"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

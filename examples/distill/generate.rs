@@ -276,6 +276,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let result = runtime.block_on(engine.run(prompts, cancel));
     drop(engine);
     let _ = runtime.block_on(render);
+    // A fatal error sends no `Finished`; the bar goes either way.
+    bar.finish_and_clear();
     let summary = result?;
     let p = summary.progress;
     println!(
@@ -317,7 +319,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             total_prompts,
             args.prompts.display()
         ),
-        StopReason::Fatal => bail!("stopped by a fatal error"),
     }
 }
 

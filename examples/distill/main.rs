@@ -3,8 +3,8 @@
 
 mod assets;
 mod chat;
+mod config_file;
 mod data;
-
 mod device;
 mod eval;
 mod export;
@@ -15,13 +15,17 @@ mod train;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Knowledge distillation of language models: teacher datasets, student training,
 /// evaluation and deployment.
 #[derive(Debug, Parser)]
-#[command(name = "distill", version, about, long_about = None)]
+#[command(name = "distill", version, about, long_about = None, args_override_self = true)]
 struct Cli {
+    /// Defaults for any command's flags, from a TOML file (`[generate]`, `[train]`, … keyed by
+    /// flag name); flags given here win. Comes before the command.
+    #[arg(long = "config", value_name = "FILE", env = config_file::CONFIG_VAR)]
+    config_file: Option<std::path::PathBuf>,
     /// Log filter, as in RUST_LOG (for example `info` or `distill_teacher=debug`); overrides -v/-q.
     #[arg(long, global = true, env = "RUST_LOG")]
     log: Option<String>,
@@ -56,7 +60,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config_file::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(error) => {
+            eprintln!("error: {}", distill::error_line(error.as_ref()));
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     // Libraries' own logs (hf-hub retries while offline) stay out of the default output: the
     // error we return says what failed, once.
     let filter = cli.log.clone().unwrap_or_else(|| {
@@ -74,6 +85,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(path) = &cli.config_file {
+        tracing::info!(path = %path.display(), "flags' defaults from the config file");
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -271,6 +271,11 @@ impl LabConfig {
     fn path(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
     }
+
+    /// Where training writes the student in HF format (the trainer's output is the run directory).
+    fn final_model(&self) -> PathBuf {
+        distill_student::train::final_model_dir(&self.run_dir)
+    }
 }
 
 /// A model's display name from its path: the file stem of a GGUF, the directory's name.
@@ -432,7 +437,7 @@ pub fn run(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn FnMut(LabEv
     Ok(LabOutcome {
         report,
         run_dir: config.run_dir.clone(),
-        final_model: config.path("final_model"),
+        final_model: config.final_model(),
         gguf,
     })
 }

@@ -26,7 +26,7 @@ pub(super) fn write(
         total: 0,
         unit: "files",
     });
-    let final_model = config.path("final_model");
+    let final_model = config.final_model();
     let dataset_sha256 = sha256_file(&config.path("data.jsonl"))?;
     write_atomic(
         &final_model.join("README.md"),

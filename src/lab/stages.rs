@@ -397,7 +397,7 @@ fn evaluate_all(config: &LabConfig, on_event: &mut dyn FnMut(LabEvent)) -> Resul
             on_event,
         )?;
     }
-    let final_model = config.path("final_model");
+    let final_model = config.final_model();
     run(Candidate::load("student", Role::Student, &final_model)?, on_event)?;
     run(untrained(config)?, on_event)?;
     let mcqa = (config.task == Task::Mcqa).then(|| Mcqa::score(&test, &models));

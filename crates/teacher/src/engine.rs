@@ -158,7 +158,8 @@ pub enum Event {
     },
     /// Cancellation was seen: no new work; waiting for requests in flight.
     Stopping,
-    /// The run is over.
+    /// The run is over and returns this summary (a run stopped by a fatal error returns the
+    /// error and sends no `Finished`).
     Finished(Summary),
 }
 
@@ -203,9 +204,6 @@ pub enum StopReason {
     Cancelled,
     /// The priced spend reached [`GenerateOptions::max_cost_usd`] before the file was full.
     BudgetReached,
-    /// A fatal error stopped the run. Only [`Event::Finished`] carries it: [`Engine::run`]
-    /// returns the error ([`Error::Fatal`]) rather than a summary.
-    Fatal,
 }
 
 /// The final account of a run.
@@ -521,14 +519,16 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
         Ok(())
     }
 
-    /// Syncs the output and reports why the run ended; a fatal error is returned as such.
+    /// Syncs the output and reports why the run ended; a fatal error is returned instead of a
+    /// summary, and no [`Event::Finished`] is sent for it.
     fn finish(mut self, cancel: &CancellationToken) -> Result<Summary> {
         if let Some(writer) = &mut self.writer {
             writer.sync()?;
         }
-        let stop = if self.fatal.is_some() {
-            StopReason::Fatal
-        } else if self.shared.counters.done.load(Ordering::Relaxed) >= self.opts.num_examples {
+        if let Some(error) = self.fatal.take() {
+            return Err(error);
+        }
+        let stop = if self.shared.counters.done.load(Ordering::Relaxed) >= self.opts.num_examples {
             StopReason::Completed
         } else if self.over_budget {
             StopReason::BudgetReached
@@ -550,10 +550,7 @@ impl<I: Iterator<Item = Prompt>> Run<'_, I> {
             "generation finished"
         );
         self.shared.emit(Event::Finished(summary.clone()));
-        match self.fatal {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
+        Ok(summary)
     }
 }
 

@@ -8,7 +8,7 @@ use tch::{Device, Tensor};
 
 use super::batch::{BatchSettings, DataPosition, plan_epoch};
 use super::checkpoint::{self as ckpt, Fingerprint, STATE_VERSION, TrainerState};
-use super::config::{DeviceChoice, MixedPrecision, TrainConfig};
+use super::config::{MixedPrecision, TrainConfig};
 use super::data::{DataStats, Preparer, Sequence, SoftSource};
 use super::error::{Error, Result};
 use super::loss::Divergence;
@@ -34,16 +34,7 @@ impl Resolved {
 
 /// The device a configuration asks for; refuses mixed precision off CUDA.
 fn resolve_device(config: &TrainConfig) -> Result<Device> {
-    let device = match config.device {
-        DeviceChoice::Cpu => Device::Cpu,
-        DeviceChoice::Cuda if !tch::Cuda::is_available() => {
-            return Err(Error::Config(
-                "the run asks for a CUDA device, but libtorch sees none".into(),
-            ));
-        }
-        DeviceChoice::Cuda => Device::Cuda(0),
-        DeviceChoice::Auto => Device::cuda_if_available(),
-    };
+    let device = config.device.resolve()?;
     if device == Device::Cpu && config.precision != MixedPrecision::Fp32 {
         let precision = match config.precision {
             MixedPrecision::Fp16 => "f16",

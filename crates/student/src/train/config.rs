@@ -148,7 +148,7 @@ impl Default for OptimConfig {
     }
 }
 
-/// Where to train.
+/// Where to run a model: to train it, or to decode with it.
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,6 +160,20 @@ pub enum DeviceChoice {
     Cpu,
     /// The first CUDA device (an error when there is none).
     Cuda,
+}
+
+impl DeviceChoice {
+    /// The libtorch device; an error when CUDA is asked for and this libtorch sees none.
+    pub fn resolve(self) -> Result<tch::Device> {
+        match self {
+            Self::Auto => Ok(tch::Device::cuda_if_available()),
+            Self::Cpu => Ok(tch::Device::Cpu),
+            Self::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+            Self::Cuda => Err(Error::Config(
+                "CUDA was asked for, but this libtorch sees no CUDA device".into(),
+            )),
+        }
+    }
 }
 
 /// Arithmetic precision of the forward and backward passes. Weights, optimizer state and
