@@ -13,6 +13,7 @@
 //! | [`azureml`] | `distill-azureml` | Azure ML submission |
 //! | [`gguf`] | `distill-gguf` | GGUF reading, writing and dequantization |
 //! | [`kernels`] | `distill-kernels` | f32 CPU kernels for decoding |
+//! | [`serve`] | `distill-serve` | an OpenAI-compatible server with continuous batching |
 //!
 //! Beside the re-exports, the facade holds what joins the crates:
 //! - [`local_teacher`]: a local model as a [`teacher::Teacher`], batched on the CPU decoder;
@@ -32,6 +33,7 @@ pub use distill_data as data;
 pub use distill_eval as eval;
 pub use distill_gguf as gguf;
 pub use distill_kernels as kernels;
+pub use distill_serve as serve;
 pub use distill_student as student;
 pub use distill_teacher as teacher;
 

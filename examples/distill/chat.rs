@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use distill::student::tokenizer::Message;
-use distill::student::{Precision, Pretrained};
+use distill::student::Pretrained;
 
-use crate::device::DeviceArg;
+use crate::device::{DeviceArg, Dtype};
 
 /// Ask a model one question through its chat template.
 #[derive(Debug, clap::Args)]
@@ -38,24 +38,6 @@ pub struct Args {
     dtype: Dtype,
     #[command(flatten)]
     device: DeviceArg,
-}
-
-/// `--dtype`: what precision to generate in.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Dtype {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl From<Dtype> for Precision {
-    fn from(dtype: Dtype) -> Self {
-        match dtype {
-            Dtype::F32 => Precision::F32,
-            Dtype::F16 => Precision::F16,
-            Dtype::Bf16 => Precision::Bf16,
-        }
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

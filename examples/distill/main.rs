@@ -11,6 +11,7 @@ mod export;
 mod generate;
 mod hub;
 mod lab;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     Lab(lab::Args),
     /// Train a student on a distillation dataset (hard and soft labels).
     Train(train::Args),
+    /// Serve a model behind an OpenAI-compatible API, batching concurrent requests.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -113,5 +116,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod batching;
 pub mod checkpoint;
 mod error;
 pub mod generate;

@@ -53,6 +53,24 @@ impl CpuDecoder<'_> {
             CpuDecoder::Gpt2(d) => d.retain(keep),
         }
     }
+
+    /// Adds a sequence at the end of the batch: the one prefilled in `cache` (a batch of one,
+    /// `len` positions), with room for `room` more positions. `false` when the cache's shapes
+    /// are not this model's.
+    pub(crate) fn admit(&mut self, cache: &KvCache, len: usize, room: usize) -> bool {
+        match self {
+            CpuDecoder::Llama(d) => d.admit(cache, len, room),
+            CpuDecoder::Gpt2(d) => d.admit(cache, len, room),
+        }
+    }
+
+    /// How many sequences are decoding.
+    pub(crate) fn count(&self) -> usize {
+        match self {
+            CpuDecoder::Llama(d) => d.count(),
+            CpuDecoder::Gpt2(d) => d.count(),
+        }
+    }
 }
 
 /// Keeps the items whose `keep` entry is true.
@@ -61,11 +79,13 @@ fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
     items.retain(|_| *flags.next().unwrap_or(&false));
 }
 
-/// Shortens buffers holding one row per sequence from `before` sequences to `after`.
-pub(super) fn shrink_rows(buffers: &mut [&mut Vec<f32>], before: usize, after: usize) {
+/// Resizes buffers holding one row per sequence from `before` sequences (at least one: the
+/// rows' width comes from them) to `after`; new rows are zeros, which every step overwrites.
+pub(super) fn resize_rows(buffers: &mut [&mut Vec<f32>], before: usize, after: usize) {
+    debug_assert!(before > 0, "rows of unknown width");
     for buffer in buffers {
         let width = buffer.len() / before.max(1);
-        buffer.truncate(width * after);
+        buffer.resize(width * after, 0.0);
     }
 }
 
@@ -223,6 +243,8 @@ fn import_cache(cache: &KvCache, lens: &[usize], row: usize, capacity: usize) ->
 pub(super) struct Sequences {
     /// Per layer, per sequence, keys and values position after position.
     cache: Vec<Vec<RowCache>>,
+    /// Floats per cached position.
+    row: usize,
     /// Each sequence's next position.
     positions: Vec<usize>,
     /// As many threads as libtorch's intra-op threads, so that `set_num_threads` and
@@ -242,9 +264,26 @@ impl Sequences {
             .ok()?;
         Some(Self {
             cache: import_cache(cache, lens, row, room)?,
+            row,
             positions: lens.to_vec(),
             pool,
         })
+    }
+
+    /// Adds the sequence prefilled alone in `cache` (`len` positions) after the others, with
+    /// room for `room` more positions; `false` when the cache does not fit.
+    pub(super) fn admit(&mut self, cache: &KvCache, len: usize, room: usize) -> bool {
+        let Some(layers) = import_cache(cache, &[len], self.row, room) else {
+            return false;
+        };
+        if layers.len() != self.cache.len() {
+            return false;
+        }
+        for (rows, mut new) in self.cache.iter_mut().zip(layers) {
+            rows.append(&mut new);
+        }
+        self.positions.push(len);
+        true
     }
 
     /// How many sequences are decoding.
@@ -286,6 +325,7 @@ impl Sequences {
             cache,
             positions,
             pool,
+            ..
         } = self;
         pool.install(|| decode(&tokens, positions, cache));
         for p in &mut self.positions {

@@ -5,7 +5,7 @@ use tch::nn;
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
 use crate::model::decode::{
-    BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, shrink_rows,
+    BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, resize_rows,
 };
 use distill_kernels::{add_assign, gelu_tanh, layer_norm};
 
@@ -135,6 +135,28 @@ impl<'m> Gpt2Decoder<'m> {
     /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
     pub(crate) fn retain(&mut self, keep: &[bool]) {
         let before = self.sequences.retain(keep);
+        self.fit_scratch(before);
+    }
+
+    /// Adds a sequence prefilled alone (see [`CpuDecoder::admit`]).
+    ///
+    /// [`CpuDecoder::admit`]: crate::model::CpuDecoder::admit
+    pub(crate) fn admit(&mut self, cache: &KvCache, len: usize, room: usize) -> bool {
+        let before = self.sequences.count();
+        if !self.sequences.admit(cache, len, room) {
+            return false;
+        }
+        self.fit_scratch(before);
+        true
+    }
+
+    /// How many sequences are decoding.
+    pub(crate) fn count(&self) -> usize {
+        self.sequences.count()
+    }
+
+    /// Sizes the per-sequence buffers for the sequences now decoding, from `before` of them.
+    fn fit_scratch(&mut self, before: usize) {
         let s = &mut self.scratch;
         let mut buffers = [
             &mut s.x,
@@ -145,7 +167,7 @@ impl<'m> Gpt2Decoder<'m> {
             &mut s.inner,
             &mut s.logits,
         ];
-        shrink_rows(&mut buffers, before, self.sequences.count());
+        resize_rows(&mut buffers, before, self.sequences.count());
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
