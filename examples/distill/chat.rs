@@ -4,8 +4,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context;
-use distill::student::tokenizer::Message;
 use distill::student::Pretrained;
+use distill::student::tokenizer::Message;
 
 use crate::device::{DeviceArg, Dtype};
 

@@ -48,8 +48,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let path = crate::hub::resolve(&args.model)?;
-    let mut model =
-        Pretrained::load(&path, args.device.resolve()?).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = Pretrained::load(&path, args.device.resolve()?)
+        .with_context(|| format!("loading {}", path.display()))?;
     model.prepare_for_generation(args.dtype.into());
     let name = args
         .served_model_name

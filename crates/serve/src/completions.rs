@@ -18,8 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::AppState;
 use crate::api::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChoiceLogprobs, ChunkChoice, CompletionRequest,
-    Content, Delta, FinishReason, LegacyLogprobs, Prompt, SamplingFields, TextChoice, TextCompletion, TokenLogprob, Usage,
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChoiceLogprobs, ChunkChoice,
+    CompletionRequest, Content, Delta, FinishReason, LegacyLogprobs, Prompt, SamplingFields, TextChoice,
+    TextCompletion, TokenLogprob, Usage,
 };
 use crate::error::ApiError;
 use crate::scheduler::{Event, Failure, Job};
@@ -30,7 +31,10 @@ const MAX_TOP_LOGPROBS: u32 = 20;
 const MAX_STOPS: usize = 4;
 
 /// `POST /v1/chat/completions`.
-pub(crate) async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let answer = async {
         let request: ChatRequest = parse(body)?;
         check_model(&state, &request.model)?;
@@ -51,10 +55,12 @@ pub(crate) async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes,
             _ => None,
         };
         let messages = messages(request.messages)?;
-        let text = state
-            .tokenizer
-            .render_chat(&messages, true)
-            .map_err(|e| ApiError::invalid(Some("messages"), format!("the chat template refused the messages: {e}")))?;
+        let text = state.tokenizer.render_chat(&messages, true).map_err(|e| {
+            ApiError::invalid(
+                Some("messages"),
+                format!("the chat template refused the messages: {e}"),
+            )
+        })?;
         let prompt = encode(&state, &text, false)?;
         let max_tokens = request.max_completion_tokens.or(request.sampling.max_tokens);
         let shape = Shape::Chat;
@@ -64,7 +70,10 @@ pub(crate) async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes,
 }
 
 /// `POST /v1/completions`.
-pub(crate) async fn text(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn text(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let answer = async {
         let request: CompletionRequest = parse(body)?;
         check_model(&state, &request.model)?;
@@ -89,7 +98,15 @@ pub(crate) async fn text(State(state): State<Arc<AppState>>, body: Result<Bytes,
         };
         let prompt = encode(&state, &text, true)?;
         let max_tokens = request.sampling.max_tokens;
-        respond(&state, Shape::Text, prompt, request.sampling, max_tokens, top_logprobs).await
+        respond(
+            &state,
+            Shape::Text,
+            prompt,
+            request.sampling,
+            max_tokens,
+            top_logprobs,
+        )
+        .await
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -100,8 +117,12 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         status: rejection.status(),
         ..ApiError::invalid(None, rejection.body_text())
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(None, format!("We could not parse the JSON body of your request: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            None,
+            format!("We could not parse the JSON body of your request: {e}"),
+        )
+    })
 }
 
 fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
@@ -172,7 +193,10 @@ async fn respond(
     top_logprobs: Option<usize>,
 ) -> Result<Response, ApiError> {
     if let Some(n) = sampling.n.filter(|&n| n != 1) {
-        return Err(ApiError::invalid(Some("n"), format!("n must be 1 (one answer per request), not {n}")));
+        return Err(ApiError::invalid(
+            Some("n"),
+            format!("n must be 1 (one answer per request), not {n}"),
+        ));
     }
     let temperature = sampling.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
@@ -215,17 +239,29 @@ async fn respond(
         .map_err(|_| ApiError::busy(state.config.max_queue))?;
     let header = Header {
         id: shape.id(),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         model: state.config.served_model_name.clone(),
         fingerprint: state.fingerprint.clone(),
     };
     let started = Instant::now();
     if sampling.stream.unwrap_or(false) {
         let include_usage = sampling.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(stream(state.clone(), shape, header, events, include_usage, prompt_tokens, started));
+        return Ok(stream(
+            state.clone(),
+            shape,
+            header,
+            events,
+            include_usage,
+            prompt_tokens,
+            started,
+        ));
     }
     let answer = collect(events, state.config.request_timeout.as_secs_f64()).await?;
-    state.metrics.answered(prompt_tokens, started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .answered(prompt_tokens, started.elapsed().as_secs_f64());
     Ok(axum::Json(shape.complete(&header, answer)).into_response())
 }
 
@@ -238,10 +274,12 @@ fn within_context(
     param: &'static str,
 ) -> Result<usize, ApiError> {
     if max_tokens == Some(0) {
-        return Err(ApiError::invalid(Some("max_tokens"), "max_tokens must be at least 1"));
+        return Err(ApiError::invalid(
+            Some("max_tokens"),
+            "max_tokens must be at least 1",
+        ));
     }
-    // Models here all have learned positions; a model without would take this many.
-    let context = state.context.unwrap_or(4096);
+    let context = state.context;
     let what = if param == "messages" { "messages" } else { "prompt" };
     if prompt >= context {
         return Err(ApiError::invalid_with_code(
@@ -284,7 +322,10 @@ struct Answer {
     usage: Usage,
 }
 
-async fn collect(mut events: mpsc::UnboundedReceiver<Event>, timeout_seconds: f64) -> Result<Answer, ApiError> {
+async fn collect(
+    mut events: mpsc::UnboundedReceiver<Event>,
+    timeout_seconds: f64,
+) -> Result<Answer, ApiError> {
     let mut answer = Answer::default();
     while let Some(event) = events.recv().await {
         match event {
@@ -354,7 +395,9 @@ fn stream(
                     chunk
                 }
                 Event::Done { finish_reason, usage } => {
-                    state.metrics.answered(prompt_tokens, started.elapsed().as_secs_f64());
+                    state
+                        .metrics
+                        .answered(prompt_tokens, started.elapsed().as_secs_f64());
                     if !send(shape.finish_chunk(&header, finish_reason)).await {
                         return;
                     }
@@ -460,7 +503,13 @@ impl Shape {
     }
 
     /// A chunk of new text (and its token's log-probability); `offset` is where the text starts.
-    fn token_chunk(self, header: &Header, text: &str, logprob: Option<TokenLogprob>, offset: usize) -> String {
+    fn token_chunk(
+        self,
+        header: &Header,
+        text: &str,
+        logprob: Option<TokenLogprob>,
+        offset: usize,
+    ) -> String {
         match self {
             Shape::Chat => self.chat_chunk(
                 header,

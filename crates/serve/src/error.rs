@@ -104,7 +104,10 @@ impl ApiError {
         Self {
             status: StatusCode::GATEWAY_TIMEOUT,
             kind: "timeout",
-            ..Self::invalid(None, format!("The request took longer than its deadline of {seconds:.0} s."))
+            ..Self::invalid(
+                None,
+                format!("The request took longer than its deadline of {seconds:.0} s."),
+            )
         }
     }
 

@@ -79,8 +79,8 @@ struct AppState {
     tokenizer: Arc<Tokenizer>,
     scheduler: Scheduler,
     metrics: Arc<Metrics>,
-    /// The model's context in tokens, where it has learned positions.
-    context: Option<usize>,
+    /// The model's context in tokens.
+    context: usize,
     /// Unix seconds at start.
     created: u64,
     /// Names the build and the model, for `system_fingerprint`.
@@ -97,7 +97,7 @@ impl Server {
     /// Starts the scheduler on `model` (prepared for generation by the caller).
     pub fn new(model: Pretrained, config: ServeConfig) -> Self {
         let Pretrained { model, tokenizer } = model;
-        let context = model.model.max_positions();
+        let context = model.model.context_length();
         let stop_tokens = tokenizer.eos_token_ids().iter().map(|&t| i64::from(t)).collect();
         let tokenizer = Arc::new(tokenizer);
         let metrics = Arc::new(Metrics::default());
@@ -142,7 +142,9 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         let state = self.state.clone();
         // Joining the scheduler blocks: off the async threads.
         let _ = tokio::task::spawn_blocking(move || state.scheduler.close()).await;

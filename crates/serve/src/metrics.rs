@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the request-latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// The server's counters.
 #[derive(Debug, Default)]
@@ -43,7 +45,8 @@ impl Metrics {
 
     /// Records a completed answer: its prompt tokens and how long it took in all.
     pub fn answered(&self, prompt_tokens: usize, seconds: f64) {
-        self.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
         let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         for (count, &bound) in latency.counts.iter_mut().zip(&BUCKETS) {
             if seconds <= bound {
@@ -67,29 +70,62 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP distill_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP distill_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE distill_requests_total counter");
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "distill_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "distill_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         let counters = [
-            ("distill_prompt_tokens_total", "Prompt tokens of answered requests.", &self.prompt_tokens),
-            ("distill_completion_tokens_total", "Tokens generated.", &self.completion_tokens),
-            ("distill_cancelled_total", "Requests whose client left before the answer was complete.", &self.cancelled),
+            (
+                "distill_prompt_tokens_total",
+                "Prompt tokens of answered requests.",
+                &self.prompt_tokens,
+            ),
+            (
+                "distill_completion_tokens_total",
+                "Tokens generated.",
+                &self.completion_tokens,
+            ),
+            (
+                "distill_cancelled_total",
+                "Requests whose client left before the answer was complete.",
+                &self.cancelled,
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         let gauges = [
-            ("distill_queue_depth", "Requests waiting to be admitted.", gauges.queued),
-            ("distill_batch_size", "Sequences decoding together.", gauges.decoding),
+            (
+                "distill_queue_depth",
+                "Requests waiting to be admitted.",
+                gauges.queued,
+            ),
+            (
+                "distill_batch_size",
+                "Sequences decoding together.",
+                gauges.decoding,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let name = "distill_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from a completion request to its last token.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a completion request to its last token."
+        );
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (count, bound) in latency.counts.iter().zip(BUCKETS) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
@@ -113,7 +149,10 @@ mod tests {
         metrics.request("/v1/completions", 400);
         metrics.answered(12, 0.3);
         metrics.generated(5);
-        let text = metrics.render(Gauges { queued: 2, decoding: 3 });
+        let text = metrics.render(Gauges {
+            queued: 2,
+            decoding: 3,
+        });
         for line in [
             "distill_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2",
             "distill_requests_total{route=\"/v1/completions\",status=\"400\"} 1",

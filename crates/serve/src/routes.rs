@@ -57,7 +57,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Counts every answer by route and status.
 async fn count(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let route = match request.uri().path() {
-        p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics") => p.to_owned(),
+        p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics") => {
+            p.to_owned()
+        }
         _ => "other".to_owned(),
     };
     let response = next.run(request).await;

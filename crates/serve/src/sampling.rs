@@ -88,7 +88,10 @@ impl LogSoftmax {
     /// The row's normaliser (log-sum-exp, in f64).
     pub fn new(logits: &[f32]) -> Self {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = logits.iter().map(|&l| (f64::from(l) - f64::from(max)).exp()).sum();
+        let sum: f64 = logits
+            .iter()
+            .map(|&l| (f64::from(l) - f64::from(max)).exp())
+            .sum();
         Self {
             shift: f64::from(max) + sum.ln(),
         }
@@ -140,7 +143,11 @@ mod tests {
         let ls = LogSoftmax::new(&logits);
         let total: f64 = (0..4).map(|i| f64::from(ls.of(&logits, i)).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
-        assert!((ls.of(&logits, 2) - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp() + (-50f64).exp()).ln() as f32)).abs() < 1e-6);
+        assert!(
+            (ls.of(&logits, 2) - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp() + (-50f64).exp()).ln() as f32))
+                .abs()
+                < 1e-6
+        );
     }
 
     #[test]

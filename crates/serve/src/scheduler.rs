@@ -102,7 +102,12 @@ pub struct Busy;
 
 impl Scheduler {
     /// Starts the scheduler's thread, which owns `model` from now on.
-    pub fn start(model: LoadedModel, tokenizer: Arc<Tokenizer>, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        model: LoadedModel,
+        tokenizer: Arc<Tokenizer>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(settings.max_queue.max(1));
         let decoding = Arc::new(AtomicUsize::new(0));
         let max_queue = settings.max_queue;
@@ -133,7 +138,8 @@ impl Scheduler {
     /// Jobs waiting to be admitted.
     pub fn queued(&self) -> usize {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.as_ref().map_or(0, |tx| self.max_queue.max(1) - tx.capacity())
+        jobs.as_ref()
+            .map_or(0, |tx| self.max_queue.max(1) - tx.capacity())
     }
 
     /// Sequences decoding now.
@@ -383,7 +389,11 @@ impl Sequence<'_> {
 
 /// Where the first stop string starts in `text`.
 fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
-    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
 }
 
 /// How many bytes at the end of `text` could begin a stop string, and so are not sent yet.

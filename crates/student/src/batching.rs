@@ -110,7 +110,9 @@ impl<'m> BatchDecoder<'m> {
             )));
         }
         let _guard = tch::no_grad_guard();
-        let ids = Tensor::from_slice(prompt).unsqueeze(0).to_device(self.model.device());
+        let ids = Tensor::from_slice(prompt)
+            .unsqueeze(0)
+            .to_device(self.model.device());
         let mut cache = KvCache::new(self.model.layer_count());
         let input = ForwardInput {
             input_ids: &ids,
@@ -130,7 +132,9 @@ impl<'m> BatchDecoder<'m> {
             }
             Lanes::Cpu(decoder) => {
                 if !decoder.admit(&cache, prompt.len(), new_tokens) {
-                    return Err(Error::Input("the prefilled cache does not fit the decoder".into()));
+                    return Err(Error::Input(
+                        "the prefilled cache does not fit the decoder".into(),
+                    ));
                 }
             }
             Lanes::Torch(caches) => caches.push(cache),
@@ -161,7 +165,9 @@ impl<'m> BatchDecoder<'m> {
                 let _guard = tch::no_grad_guard();
                 self.logits.clear();
                 for (cache, &token) in caches.iter_mut().zip(tokens) {
-                    let ids = Tensor::from_slice(&[token]).unsqueeze(0).to_device(self.model.device());
+                    let ids = Tensor::from_slice(&[token])
+                        .unsqueeze(0)
+                        .to_device(self.model.device());
                     let input = ForwardInput {
                         input_ids: &ids,
                         attention_mask: None,
@@ -201,7 +207,9 @@ mod tests {
     use crate::model::Precision;
 
     fn fixture(name: &str, precision: Precision) -> LoadedModel {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model").join(name);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/model")
+            .join(name);
         let mut model = LoadedModel::load(&dir, Device::Cpu).unwrap();
         model.prepare_for_generation(precision);
         model
@@ -209,11 +217,19 @@ mod tests {
 
     /// Each sequence's greedy tokens, decoding `prompts` joined one step apart, against each
     /// decoded alone: joining and leaving must not change what a sequence decodes.
-    fn staggered(model: &CausalLm, prompts: &[Vec<i64>], steps: usize, early: Option<usize>) -> Vec<Vec<i64>> {
+    fn staggered(
+        model: &CausalLm,
+        prompts: &[Vec<i64>],
+        steps: usize,
+        early: Option<usize>,
+    ) -> Vec<Vec<i64>> {
         let argmax = |row: &[f32]| {
             row.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                )
                 .0 as i64
         };
         let mut batch = BatchDecoder::new(model);
@@ -273,7 +289,10 @@ mod tests {
         let mut batch = BatchDecoder::new(&model.model);
         assert!(batch.admit(&[], 4).is_err());
         assert!(batch.admit(&[1_000_000], 4).is_err());
-        assert!(batch.step(&[1]).is_err(), "a token for a sequence that is not there");
+        assert!(
+            batch.step(&[1]).is_err(),
+            "a token for a sequence that is not there"
+        );
         batch.admit(&[1, 2], 4).unwrap();
         assert!(batch.step(&[-1]).is_err());
         assert!(batch.step(&[1, 2]).is_err());

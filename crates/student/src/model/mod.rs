@@ -268,6 +268,15 @@ impl CausalLm {
         }
     }
 
+    /// The context the model was trained for, in tokens: its learned positions (GPT-2), or
+    /// `max_position_embeddings` (Llama), which rotary positions may exceed but quality does not.
+    pub fn context_length(&self) -> usize {
+        match self {
+            CausalLm::Llama(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
+            CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).unwrap_or(0),
+        }
+    }
+
     /// The device holding the weights.
     pub fn device(&self) -> Device {
         match self {

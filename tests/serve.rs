@@ -1,0 +1,237 @@
+//! `distill serve` as a user runs it: our own teacher client (`distill generate`) against it
+//! writes a dataset whose log-probabilities are the model's own, SIGTERM lets the request in
+//! flight finish and exits 0, and a port in use is a one-line error.
+
+#[path = "../crates/gguf/tests/support/assets.rs"]
+mod assets;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use distill::student::tch::{Device, Kind, Tensor};
+use distill::student::tokenizer::Message;
+use distill::student::{ForwardInput, KvCache, Precision, Pretrained, generate};
+
+/// `target/<profile>/examples/distill`, beside this test's `deps/` directory.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples/distill")
+}
+
+/// `distill serve` on a free port, and its address once it listens.
+struct Serving {
+    child: Child,
+    address: String,
+}
+
+impl Serving {
+    fn start(extra: &[&str]) -> Self {
+        let model = assets::smollm2_gguf();
+        let mut child = Command::new(binary())
+            .args([
+                "serve",
+                "--model",
+                model.to_str().unwrap(),
+                "--port",
+                "0",
+                "--served-model-name",
+                "student",
+            ])
+            .args(extra)
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("DISTILL_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix("/v1\n"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, address }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body.
+fn post(address: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Per answer token, the model's own log-probability of it after `messages` (greedy answer).
+fn own_logprobs(model: &Pretrained, messages: &[Message], max_tokens: usize) -> Vec<(String, f64)> {
+    let text = model.tokenizer.render_chat(messages, true).unwrap();
+    let ids: Vec<i64> = model
+        .tokenizer
+        .encode(&text, false)
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let config = model.generation_config(max_tokens);
+    let answer = generate(
+        &model.model.model,
+        std::slice::from_ref(&ids),
+        &config,
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .remove(0);
+    let all: Vec<i64> = ids.iter().chain(&answer).copied().collect();
+    let _guard = distill::student::tch::no_grad_guard();
+    let input = ForwardInput {
+        input_ids: &Tensor::from_slice(&all[..all.len() - 1]).unsqueeze(0),
+        attention_mask: None,
+    };
+    let mut cache = KvCache::new(model.model.model.layer_count());
+    let logprobs = model
+        .model
+        .model
+        .forward(&input, Some(&mut cache))
+        .log_softmax(-1, Kind::Float)
+        .squeeze_dim(0);
+    answer
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let token = model.tokenizer.decode(&[t as u32], false).unwrap();
+            (token, logprobs.get((ids.len() - 1 + i) as i64).double_value(&[t]))
+        })
+        .collect()
+}
+
+#[test]
+fn our_teacher_client_against_distill_serve_records_the_models_own_logprobs() {
+    let server = Serving::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/prompts/lab.jsonl");
+    let output = dir.path().join("data.jsonl");
+    let generated = Command::new(binary())
+        .args(["generate", "--provider", "openai", "--base-url"])
+        .arg(format!("http://{}/v1", server.address))
+        .args([
+            "--model",
+            "student",
+            "--num-examples",
+            "3",
+            "--top-logprobs",
+            "5",
+            "--max-tokens",
+            "16",
+        ])
+        .args(["--temperature", "0", "--prompts"])
+        .arg(&prompts)
+        .arg("--output")
+        .arg(&output)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("DISTILL_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+
+    let examples = distill::data::read_file(&output).unwrap();
+    assert_eq!(examples.len(), 3);
+    let mut model = Pretrained::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
+    model.prepare_for_generation(Precision::F32);
+    for example in &examples {
+        let logprobs = example.logprobs.as_ref().expect("the dataset holds logprobs");
+        let messages: Vec<Message> = example
+            .messages
+            .iter()
+            .map(|m| Message::new(m.role.as_str(), m.content.clone()))
+            .collect();
+        let own = own_logprobs(&model, &messages, 16);
+        assert_eq!(logprobs.len(), own.len(), "{}", example.id);
+        for (i, (entry, (token, logprob))) in logprobs.iter().zip(&own).enumerate() {
+            assert_eq!(&entry.token, token, "{} token {i}", example.id);
+            assert!(
+                (entry.logprob - logprob).abs() <= 1e-4,
+                "{} token {i}: {} against the model's {logprob}",
+                example.id,
+                entry.logprob
+            );
+            assert_eq!(entry.top_logprobs.len(), 5);
+        }
+    }
+}
+
+#[test]
+fn sigterm_answers_the_request_in_flight_then_exits_0() {
+    let mut server = Serving::start(&[]);
+    let address = server.address.clone();
+    let request = std::thread::spawn(move || {
+        post(
+            &address,
+            "/v1/chat/completions",
+            r#"{"model": "student", "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 48, "temperature": 0}"#,
+        )
+    });
+    // Once the request is decoding, ask the server to stop.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, body) = request.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"completion_tokens\""), "{body}");
+    let exit = server.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn a_port_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let model = assets::smollm2_gguf();
+    let out = Command::new(binary())
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", &port])
+        .env_remove("DISTILL_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&format!("cannot listen on 127.0.0.1:{port}")) && lines[0].contains("in use"),
+        "{stderr}"
+    );
+}
