@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::assets;
 use crate::shell::{Failure, run};
+use crate::venv::Venv;
 
 /// The port the tests use unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8089;
@@ -87,7 +88,7 @@ impl Drop for Server {
 }
 
 fn start(root: &Path, port: u16) -> Result<Server, Failure> {
-    let python = ensure_venv(root)?;
+    let python = LLAMA_VENV.ensure(root)?;
     let model = assets::ensure_smollm2()?;
     if TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(
@@ -154,45 +155,11 @@ fn healthy(port: u16) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
-/// Creates `.venv-llama` and installs `llama-cpp-python[server]` unless it already imports.
-fn ensure_venv(root: &Path) -> Result<PathBuf, Failure> {
-    let venv = root.join(".venv-llama");
-    let python = venv.join("bin").join("python");
-    let imports = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import llama_cpp.server"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if python.exists() && imports(&python) {
-        return Ok(python);
-    }
-    if !python.exists() {
-        println!("llama-server: creating {}", venv.display());
-        run(
-            Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            "llama.cpp venv",
-        )
-        .map_err(|e| e.fix("install python3 with the venv module"))?;
-    }
-    println!(
-        "llama-server: pip install 'llama-cpp-python[server]' (builds llama.cpp: ~12 min on 2 cores the first time)"
-    );
-    run(
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--disable-pip-version-check",
-            "llama-cpp-python[server]",
-        ]),
-        "llama.cpp venv",
-    )
-    .map_err(|e| e.fix("check that PyPI is reachable and a C++ compiler and cmake are installed"))?;
-    if !imports(&python) {
-        return Err(Failure::new(
-            "llama.cpp venv",
-            "llama_cpp.server does not import after installing",
-        ));
-    }
-    Ok(python)
-}
+/// `.venv-llama`, with `llama-cpp-python[server]`.
+const LLAMA_VENV: Venv = Venv {
+    dir: ".venv-llama",
+    module: "llama_cpp.server",
+    packages: &["llama-cpp-python[server]"],
+    note: "builds llama.cpp: ~12 min on 2 cores the first time",
+    step: "llama.cpp venv",
+};

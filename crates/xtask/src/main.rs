@@ -9,7 +9,9 @@
 mod assets;
 mod libtorch;
 mod llama_server;
+mod openai_check;
 mod shell;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +28,7 @@ commands:
   assets  print where the offline model assets live
   llama-server [--port P]  serve SmolLM2 with llama.cpp's OpenAI-compatible server (.venv-llama)
   test-llama [--port P]    start that server and run distill-teacher's opt-in llama_server tests
+  test-openai   run the official `openai` Python package against `distill serve` (.venv-openai)
 
 environment:
   LIBTORCH      use this libtorch (must be 2.11.0) instead of .venv
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Some("test-llama") => {
             llama_server::port_from(&args[1..]).and_then(|p| llama_server::test(&repo_root(), p))
         }
+        Some("test-openai") => openai_check::test(&repo_root(), &target_dir(&repo_root())),
         Some("assets") => {
             println!("{}", assets::home().display());
             Ok(())
@@ -75,6 +79,11 @@ fn repo_root() -> PathBuf {
         .nth(2)
         .expect("crates/xtask sits two levels below the root")
         .to_path_buf()
+}
+
+/// Where cargo builds: CARGO_TARGET_DIR (relative to the root, as cargo reads it) or target/.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 /// Installs or finds libtorch and fetches the offline teacher.
@@ -122,10 +131,7 @@ fn lab(flags: &[String]) -> Result<(), Failure> {
         "building the distill example",
     )?;
     let build_seconds = build_started.elapsed().as_secs_f64();
-    // Where cargo put it: CARGO_TARGET_DIR (relative to the root, as cargo reads it) or target/.
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let binary = target.join("release/examples/distill");
+    let binary = target_dir(&root).join("release/examples/distill");
     println!("xtask: {} lab {}", binary.display(), flags.join(" "));
     let lab_started = std::time::Instant::now();
     shell::run(
