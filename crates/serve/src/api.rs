@@ -54,6 +54,9 @@ pub struct SamplingFields {
     pub stream: Option<bool>,
     /// `include_usage` adds a last chunk with the token counts.
     pub stream_options: Option<StreamOptions>,
+    /// Go on past end-of-sequence tokens until `max_tokens` (vLLM's and llama.cpp's
+    /// extension; load tests use it so that every answer is the same length).
+    pub ignore_eos: Option<bool>,
 }
 
 /// `stream_options`.

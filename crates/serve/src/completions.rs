@@ -230,6 +230,7 @@ async fn respond(
         seed: sampling.seed,
         stop,
         top_logprobs,
+        ignore_eos: sampling.ignore_eos.unwrap_or(false),
         deadline: Instant::now() + state.config.request_timeout,
         events: events_tx,
     };

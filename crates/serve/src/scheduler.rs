@@ -37,6 +37,8 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Alternatives per token, when log-probabilities were asked for.
     pub top_logprobs: Option<usize>,
+    /// Decode past end-of-sequence tokens until `max_tokens`.
+    pub ignore_eos: bool,
     /// When the answer is abandoned.
     pub deadline: Instant,
     /// The answer, token by token.
@@ -298,7 +300,7 @@ impl Sequence<'_> {
         self.generated += 1;
         context.metrics.generated(1);
         let token = token as i64;
-        if context.stop_tokens.contains(&token) {
+        if !self.job.ignore_eos && context.stop_tokens.contains(&token) {
             return self.finish(FinishReason::Stop, None);
         }
         let logprob = self

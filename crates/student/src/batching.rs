@@ -37,7 +37,7 @@ enum Lanes<'m> {
     /// No sequence yet, or none left: the next one decides.
     Empty,
     /// The model's CPU decoder: one step reads each weight once for every sequence.
-    Cpu(CpuDecoder<'m>),
+    Cpu(Box<CpuDecoder<'m>>),
     /// A libtorch cache per sequence, stepped one after another.
     Torch(Vec<KvCache>),
 }
@@ -125,7 +125,7 @@ impl<'m> BatchDecoder<'m> {
                 self.lanes = match self.model.cpu_decoder(&cache, &[prompt.len()], new_tokens) {
                     Some(mut decoder) => {
                         decoder.set_batch_invariant(self.batch_invariant);
-                        Lanes::Cpu(decoder)
+                        Lanes::Cpu(Box::new(decoder))
                     }
                     None => Lanes::Torch(vec![cache]),
                 };
