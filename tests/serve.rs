@@ -4,15 +4,18 @@
 
 #[path = "../crates/gguf/tests/support/assets.rs"]
 mod assets;
+#[path = "../crates/serve/tests/support/own_logprobs.rs"]
+mod own_logprobs;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use distill::student::tch::{Device, Kind, Tensor};
+use distill::student::tch::Device;
 use distill::student::tokenizer::Message;
-use distill::student::{ForwardInput, KvCache, Precision, Pretrained, generate};
+use distill::student::{Precision, Pretrained};
+use own_logprobs::own_logprobs;
 
 /// `target/<profile>/examples/distill`, beside this test's `deps/` directory.
 fn binary() -> PathBuf {
@@ -90,48 +93,6 @@ fn post(address: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Per answer token, the model's own log-probability of it after `messages` (greedy answer).
-fn own_logprobs(model: &Pretrained, messages: &[Message], max_tokens: usize) -> Vec<(String, f64)> {
-    let text = model.tokenizer.render_chat(messages, true).unwrap();
-    let ids: Vec<i64> = model
-        .tokenizer
-        .encode(&text, false)
-        .unwrap()
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let config = model.generation_config(max_tokens);
-    let answer = generate(
-        &model.model.model,
-        std::slice::from_ref(&ids),
-        &config,
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .remove(0);
-    let all: Vec<i64> = ids.iter().chain(&answer).copied().collect();
-    let _guard = distill::student::tch::no_grad_guard();
-    let input = ForwardInput {
-        input_ids: &Tensor::from_slice(&all[..all.len() - 1]).unsqueeze(0),
-        attention_mask: None,
-    };
-    let mut cache = KvCache::new(model.model.model.layer_count());
-    let logprobs = model
-        .model
-        .model
-        .forward(&input, Some(&mut cache))
-        .log_softmax(-1, Kind::Float)
-        .squeeze_dim(0);
-    answer
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let token = model.tokenizer.decode(&[t as u32], false).unwrap();
-            (token, logprobs.get((ids.len() - 1 + i) as i64).double_value(&[t]))
-        })
-        .collect()
-}
-
 #[test]
 fn our_teacher_client_against_distill_serve_records_the_models_own_logprobs() {
     let server = Serving::start(&[]);
@@ -178,15 +139,19 @@ fn our_teacher_client_against_distill_serve_records_the_models_own_logprobs() {
             .collect();
         let own = own_logprobs(&model, &messages, 16);
         assert_eq!(logprobs.len(), own.len(), "{}", example.id);
-        for (i, (entry, (token, logprob))) in logprobs.iter().zip(&own).enumerate() {
-            assert_eq!(&entry.token, token, "{} token {i}", example.id);
+        for (i, (entry, own)) in logprobs.iter().zip(&own).enumerate() {
+            assert_eq!(entry.token, own.token, "{} token {i}", example.id);
             assert!(
-                (entry.logprob - logprob).abs() <= 1e-4,
-                "{} token {i}: {} against the model's {logprob}",
+                (entry.logprob - f64::from(own.logprob)).abs() <= 1e-4,
+                "{} token {i}: {} against the model's {}",
                 example.id,
-                entry.logprob
+                entry.logprob,
+                own.logprob
             );
             assert_eq!(entry.top_logprobs.len(), 5);
+            for (alternative, own) in entry.top_logprobs.iter().zip(&own.top5) {
+                assert!((alternative.logprob - f64::from(*own)).abs() <= 1e-4);
+            }
         }
     }
 }

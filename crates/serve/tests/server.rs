@@ -4,14 +4,18 @@
 
 #[path = "../../gguf/tests/support/assets.rs"]
 mod assets;
+mod support {
+    pub mod own_logprobs;
+}
 
 use std::time::Duration;
 
 use distill_serve::{ServeConfig, Server};
-use distill_student::tch::{Device, Kind, Tensor};
+use distill_student::tch::Device;
 use distill_student::tokenizer::Message;
-use distill_student::{ForwardInput, KvCache, Precision, Pretrained, generate};
+use distill_student::{Precision, Pretrained};
 use serde_json::{Value, json};
+use support::own_logprobs::own_logprobs;
 use tokio::sync::oneshot;
 
 const MODEL: &str = "smollm2";
@@ -350,56 +354,6 @@ async fn a_request_past_its_deadline_is_a_504() {
     server.stop().await;
 }
 
-/// The model's own log-probabilities of its greedy answer to `prompt`: the tokens, then per
-/// position the chosen token's log-probability and the five most likely.
-fn own_logprobs(model: &Pretrained, prompt: &str, max_tokens: usize) -> (Vec<String>, Vec<(f32, Vec<f32>)>) {
-    let text = model
-        .tokenizer
-        .render_chat(&[Message::user(prompt)], true)
-        .unwrap();
-    let ids: Vec<i64> = model
-        .tokenizer
-        .encode(&text, false)
-        .unwrap()
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let config = model.generation_config(max_tokens);
-    let answer = generate(
-        &model.model.model,
-        std::slice::from_ref(&ids),
-        &config,
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .remove(0);
-    let all: Vec<i64> = ids.iter().chain(&answer).copied().collect();
-    let _guard = distill_student::tch::no_grad_guard();
-    let input = ForwardInput {
-        input_ids: &Tensor::from_slice(&all[..all.len() - 1]).unsqueeze(0),
-        attention_mask: None,
-    };
-    let logits = model
-        .model
-        .model
-        .forward(&input, Some(&mut KvCache::new(model.model.model.layer_count())));
-    let logprobs = logits.log_softmax(-1, Kind::Float).squeeze_dim(0);
-    let tokens = answer
-        .iter()
-        .map(|&t| model.tokenizer.decode(&[t as u32], false).unwrap())
-        .collect();
-    let per_position = answer
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let row = logprobs.get((ids.len() - 1 + i) as i64);
-            let (top, _) = row.topk(5, -1, true, true);
-            (row.double_value(&[t]) as f32, Vec::<f32>::try_from(top).unwrap())
-        })
-        .collect();
-    (tokens, per_position)
-}
-
 /// The `data:` payloads of a server-sent event stream.
 fn events(body: &str) -> Vec<String> {
     body.lines()
@@ -424,20 +378,20 @@ async fn whole_and_streamed_answers_agree_and_their_logprobs_are_the_models_own(
 
     // The same logprobs as the model's teacher-forced forward, to 1e-4.
     let model = load();
-    let (tokens, own) = own_logprobs(&model, prompt, 24);
+    let own = own_logprobs(&model, &[Message::user(prompt)], 24);
     // Neither holds the end-of-sequence token.
-    assert_eq!(entries.len(), tokens.len());
-    for (i, entry) in entries.iter().enumerate() {
-        assert_eq!(entry["token"], tokens[i], "token {i}");
-        let (logprob, top) = &own[i];
+    assert_eq!(entries.len(), own.len());
+    for (i, (entry, own)) in entries.iter().zip(&own).enumerate() {
+        assert_eq!(entry["token"], own.token, "token {i}");
         let got = entry["logprob"].as_f64().unwrap() as f32;
         assert!(
-            (got - logprob).abs() <= 1e-4,
-            "token {i}: {got} against {logprob}"
+            (got - own.logprob).abs() <= 1e-4,
+            "token {i}: {got} against {}",
+            own.logprob
         );
         let alternatives = entry["top_logprobs"].as_array().unwrap();
         assert_eq!(alternatives.len(), 5);
-        for (alt, own) in alternatives.iter().zip(top) {
+        for (alt, own) in alternatives.iter().zip(&own.top5) {
             assert!((alt["logprob"].as_f64().unwrap() as f32 - own).abs() <= 1e-4);
         }
     }

@@ -48,19 +48,28 @@ impl CpuDecoder<'_> {
     /// Keeps the sequences whose `keep` entry is true, in order, and forgets the others
     /// (finished ones), so that later steps spend nothing on them.
     pub(crate) fn retain(&mut self, keep: &[bool]) {
-        match self {
-            CpuDecoder::Llama(d) => d.retain(keep),
-            CpuDecoder::Gpt2(d) => d.retain(keep),
-        }
+        let (sequences, mut buffers) = self.parts();
+        let before = sequences.retain(keep);
+        resize_rows(&mut buffers, before, sequences.count());
     }
 
     /// Adds a sequence at the end of the batch: the one prefilled in `cache` (a batch of one,
     /// `len` positions), with room for `room` more positions. `false` when the cache's shapes
     /// are not this model's.
     pub(crate) fn admit(&mut self, cache: &KvCache, len: usize, room: usize) -> bool {
+        let (sequences, mut buffers) = self.parts();
+        let before = sequences.count();
+        if !sequences.admit(cache, len, room) {
+            return false;
+        }
+        resize_rows(&mut buffers, before, sequences.count());
+        true
+    }
+
+    fn parts(&mut self) -> (&mut Sequences, Vec<&mut Vec<f32>>) {
         match self {
-            CpuDecoder::Llama(d) => d.admit(cache, len, room),
-            CpuDecoder::Gpt2(d) => d.admit(cache, len, room),
+            CpuDecoder::Llama(d) => d.parts(),
+            CpuDecoder::Gpt2(d) => d.parts(),
         }
     }
 
@@ -81,7 +90,7 @@ fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
 
 /// Resizes buffers holding one row per sequence from `before` sequences (at least one: the
 /// rows' width comes from them) to `after`; new rows are zeros, which every step overwrites.
-pub(super) fn resize_rows(buffers: &mut [&mut Vec<f32>], before: usize, after: usize) {
+fn resize_rows(buffers: &mut [&mut Vec<f32>], before: usize, after: usize) {
     debug_assert!(before > 0, "rows of unknown width");
     for buffer in buffers {
         let width = buffer.len() / before.max(1);

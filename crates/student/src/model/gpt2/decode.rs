@@ -5,7 +5,7 @@ use tch::nn;
 use super::{Block, Conv1d, Gpt2};
 use crate::model::KvCache;
 use crate::model::decode::{
-    BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements, resize_rows,
+    BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements,
 };
 use distill_kernels::{add_assign, gelu_tanh, layer_norm};
 
@@ -130,35 +130,13 @@ impl<'m> Gpt2Decoder<'m> {
         self.scratch.products.batch_invariant = on;
     }
 
-    /// Keeps the sequences whose `keep` entry is true (see [`CpuDecoder::retain`]).
+    /// Its sequences, and the buffers that hold a row per sequence (see
+    /// [`CpuDecoder::retain`]).
     ///
     /// [`CpuDecoder::retain`]: crate::model::CpuDecoder::retain
-    pub(crate) fn retain(&mut self, keep: &[bool]) {
-        let before = self.sequences.retain(keep);
-        self.fit_scratch(before);
-    }
-
-    /// Adds a sequence prefilled alone (see [`CpuDecoder::admit`]).
-    ///
-    /// [`CpuDecoder::admit`]: crate::model::CpuDecoder::admit
-    pub(crate) fn admit(&mut self, cache: &KvCache, len: usize, room: usize) -> bool {
-        let before = self.sequences.count();
-        if !self.sequences.admit(cache, len, room) {
-            return false;
-        }
-        self.fit_scratch(before);
-        true
-    }
-
-    /// How many sequences are decoding.
-    pub(crate) fn count(&self) -> usize {
-        self.sequences.count()
-    }
-
-    /// Sizes the per-sequence buffers for the sequences now decoding, from `before` of them.
-    fn fit_scratch(&mut self, before: usize) {
+    pub(in crate::model) fn parts(&mut self) -> (&mut Sequences, Vec<&mut Vec<f32>>) {
         let s = &mut self.scratch;
-        let mut buffers = [
+        let buffers = vec![
             &mut s.x,
             &mut s.normed,
             &mut s.qkv,
@@ -167,7 +145,12 @@ impl<'m> Gpt2Decoder<'m> {
             &mut s.inner,
             &mut s.logits,
         ];
-        resize_rows(&mut buffers, before, self.sequences.count());
+        (&mut self.sequences, buffers)
+    }
+
+    /// How many sequences are decoding.
+    pub(crate) fn count(&self) -> usize {
+        self.sequences.count()
     }
 
     /// Appends `tokens[b]` to sequence `b` and returns the logits that follow, `[sequences,
