@@ -561,3 +561,52 @@ async fn a_client_that_disconnects_frees_its_slot() {
     assert!(metrics.contains("distill_cancelled_total 1"), "{metrics}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mangled_bodies_never_crash_the_server() {
+    let mut config = ServeConfig::new(MODEL);
+    config.request_timeout = Duration::from_secs(5);
+    let server = Running::start(config).await;
+    let good = br#"{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": false}"#;
+    // A fixed xorshift stream: the same 300 bodies every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let noise = b"{}[]\":,0-9eE.+ \\\xff\x00truefalsenull";
+    let mut answered = [0usize; 6];
+    for _ in 0..300 {
+        let mut body = good.to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % body.len();
+            match next() % 3 {
+                0 => body.truncate(at.max(1)),
+                1 => body[at] = noise[(next() as usize) % noise.len()],
+                _ => body.insert(at, noise[(next() as usize) % noise.len()]),
+            }
+        }
+        let response = server
+            .client
+            .post(format!("{}/v1/chat/completions", server.url))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        // 504: a mangled `max_tokens` leaves the answer unbounded, and the deadline ends it.
+        assert!(
+            status < 500 || status == 504,
+            "{status} for {}",
+            String::from_utf8_lossy(&body)
+        );
+        answered[usize::from(status / 100)] += 1;
+    }
+    assert!(answered[4] > 200, "most mangled bodies are refused: {answered:?}");
+    let (status, _) = server.post("/v1/chat/completions", &chat("Hi", 2)).await;
+    assert_eq!(status, 200, "the server still answers");
+    server.stop().await;
+}

@@ -23,7 +23,7 @@ usage: cargo xtask <command>
 
 commands:
   setup   find or install libtorch (torch 2.11.0) and fetch the offline model assets
-  test    setup, then cargo fmt --check, clippy -D warnings, cargo test --workspace
+  test    setup, then cargo fmt --check, clippy -D warnings, cargo test --workspace, and compile the benches
   lab [FLAGS]  setup, build, then `distill lab FLAGS` (the whole lab, offline by default)
   assets  print where the offline model assets live
   llama-server [--port P]  serve SmolLM2 with llama.cpp's OpenAI-compatible server (.venv-llama)
@@ -112,6 +112,12 @@ fn test() -> Result<(), Failure> {
         "clippy",
     )?;
     cargo(&root, &["test", "--workspace"], "tests")?;
+    // Every bench compiles, in the test profile the tests just built (no release build).
+    cargo(
+        &root,
+        &["test", "--workspace", "--benches", "--no-run"],
+        "compiling the benches",
+    )?;
     Ok(())
 }
 
