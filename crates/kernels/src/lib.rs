@@ -7,13 +7,59 @@
 //! matrices front to back, one row at a time (one sequential stream per thread, which reads
 //! fastest on the machines measured in docs/benchmarks.md), and write into buffers the caller
 //! allocates once. Call them inside `ThreadPool::install` to choose the threads.
+//!
+//! The matrix products read weights stored as f32, f16 or bf16 ([`Weight`]): 16-bit weights
+//! are widened to f32 in registers, so a product reads half the bytes and computes in f32.
 #![warn(missing_docs)]
 
+use half::{bf16, f16};
 use rayon::prelude::*;
+
+/// A weight format the matrix products read: `f32`, `half::f16` or `half::bf16`.
+pub trait Weight: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The slice as its format.
+    fn rows(w: &[Self]) -> Rows<'_>;
+}
+
+/// Weights of one of the formats.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half precision.
+    F16(&'a [f16]),
+    /// bfloat16.
+    Bf16(&'a [bf16]),
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+impl Weight for f32 {
+    fn rows(w: &[Self]) -> Rows<'_> {
+        Rows::F32(w)
+    }
+}
+
+impl Weight for f16 {
+    fn rows(w: &[Self]) -> Rows<'_> {
+        Rows::F16(w)
+    }
+}
+
+impl Weight for bf16 {
+    fn rows(w: &[Self]) -> Rows<'_> {
+        Rows::Bf16(w)
+    }
+}
 
 /// `y[r] = w[r, :] · x` for a row-major `w` of `y.len()` rows and `x.len()` columns, split into
 /// row blocks across the current rayon pool.
-pub fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
+pub fn matvec<W: Weight>(w: &[W], x: &[f32], y: &mut [f32]) {
     let cols = x.len();
     assert_eq!(w.len(), y.len() * cols, "matrix is not rows × cols");
     // Blocks small enough to balance two busy threads, large enough that scheduling is noise.
@@ -28,7 +74,7 @@ pub fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
 /// `xs` holds the inputs one after another (`batch × cols`), and `out` receives the results
 /// output-major (`rows × batch`: output `r` of every input together). Split into row blocks
 /// across the current rayon pool like [`matvec`].
-pub fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
+pub fn matmat<W: Weight>(w: &[W], xs: &[f32], batch: usize, out: &mut [f32]) {
     let cols = xs.len() / batch.max(1);
     let rows = out.len() / batch.max(1);
     assert_eq!(xs.len(), batch * cols, "inputs are not batch × cols");
@@ -47,33 +93,74 @@ fn avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU runs the 16-bit `avx2` kernels (which also need F16C for f16).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma_f16c() -> bool {
+    avx2_fma() && std::arch::is_x86_feature_detected!("f16c")
+}
+
 /// [`matmat`] on the calling thread.
-fn matmat_serial(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
+fn matmat_serial<W: Weight>(w: &[W], xs: &[f32], batch: usize, out: &mut [f32]) {
     let cols = xs.len() / batch;
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { avx2::matmat(w, xs, batch, out) };
-        return;
+    {
+        // SAFETY (each arm): the CPU supports the features the function is compiled for.
+        match W::rows(w) {
+            Rows::F32(w) if avx2_fma() => return unsafe { avx2::matmat(w, xs, batch, out) },
+            Rows::F16(w) if avx2_fma_f16c() => return unsafe { avx2::matmat_f16(w, xs, batch, out) },
+            Rows::Bf16(w) if avx2_fma() => return unsafe { avx2::matmat_bf16(w, xs, batch, out) },
+            _ => {}
+        }
     }
     for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
         for (o, x) in out.iter_mut().zip(xs.chunks_exact(cols)) {
-            *o = dot_portable(row, x);
+            *o = dot_weights(row, x);
         }
     }
 }
 
 /// [`matvec`] on the calling thread.
-fn matvec_serial(w: &[f32], x: &[f32], y: &mut [f32]) {
+fn matvec_serial<W: Weight>(w: &[W], x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { avx2::matvec(w, x, y) };
-        return;
+    {
+        // SAFETY (each arm): the CPU supports the features the function is compiled for.
+        match W::rows(w) {
+            Rows::F32(w) if avx2_fma() => return unsafe { avx2::matvec(w, x, y) },
+            Rows::F16(w) if avx2_fma_f16c() => return unsafe { avx2::matvec_f16(w, x, y) },
+            Rows::Bf16(w) if avx2_fma() => return unsafe { avx2::matvec_bf16(w, x, y) },
+            _ => {}
+        }
     }
     for (row, out) in w.chunks_exact(x.len()).zip(y.iter_mut()) {
-        *out = dot_portable(row, x);
+        *out = dot_weights(row, x);
     }
+}
+
+/// `row · x` for weights of any format, portably.
+fn dot_weights<W: Weight>(row: &[W], x: &[f32]) -> f32 {
+    match W::rows(row) {
+        Rows::F32(row) => dot_portable(row, x),
+        Rows::F16(row) => dot_widened(row, x, f16::to_f32),
+        Rows::Bf16(row) => dot_widened(row, x, bf16::to_f32),
+    }
+}
+
+/// A dot product of 16-bit weights, widened one by one, with eight partial sums.
+fn dot_widened<T: Copy>(row: &[T], x: &[f32], widen: impl Fn(T) -> f32) -> f32 {
+    let mut sums = [0f32; 8];
+    let (r8, x8) = (row.chunks_exact(8), x.chunks_exact(8));
+    let tail: f32 = r8
+        .remainder()
+        .iter()
+        .zip(x8.remainder())
+        .map(|(&w, x)| widen(w) * x)
+        .sum();
+    for (w, x) in r8.zip(x8) {
+        for i in 0..8 {
+            sums[i] += widen(w[i]) * x[i];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
 }
 
 /// `a · b`.
@@ -164,6 +251,141 @@ mod avx2 {
             *o = horizontal_sum(sum) + tail;
         }
     }
+
+    /// Eight f16 weights widened to f32.
+    ///
+    /// # Safety
+    /// `p` points at eight readable halves.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f16(p: *const half::f16) -> __m256 {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+
+    /// Eight bf16 weights widened to f32 (a bf16 is the top half of an f32).
+    ///
+    /// # Safety
+    /// `p` points at eight readable halves.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_bf16(p: *const half::bf16) -> __m256 {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let halves = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(halves))
+        }
+    }
+
+    /// The f32 kernels' matvec, dot, matmat and row_times over 16-bit weights, widened with
+    /// `$load` (eight at a time) and `$widen` (the tails).
+    macro_rules! widening_products {
+        ($features:literal, $ty:ty, $load:ident, $widen:path, $matvec:ident, $dot:ident, $matmat:ident, $row_times:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) fn $matvec(w: &[$ty], x: &[f32], y: &mut [f32]) {
+                for (row, out) in w.chunks_exact(x.len()).zip(y.iter_mut()) {
+                    *out = $dot(row, x);
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            fn $dot(row: &[$ty], x: &[f32]) -> f32 {
+                let n = row.len().min(x.len());
+                let (pw, px) = (row.as_ptr(), x.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                // SAFETY: every load reads 8 values at an offset below `n - 7` of both slices.
+                unsafe {
+                    while i + 32 <= n {
+                        for (k, sum) in acc.iter_mut().enumerate() {
+                            let (w, x) = ($load(pw.add(i + 8 * k)), _mm256_loadu_ps(px.add(i + 8 * k)));
+                            *sum = _mm256_fmadd_ps(w, x, *sum);
+                        }
+                        i += 32;
+                    }
+                    while i + 8 <= n {
+                        acc[0] = _mm256_fmadd_ps($load(pw.add(i)), _mm256_loadu_ps(px.add(i)), acc[0]);
+                        i += 8;
+                    }
+                }
+                let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                horizontal_sum(sum)
+                    + row[i..n]
+                        .iter()
+                        .zip(&x[i..n])
+                        .map(|(&w, x)| $widen(w) * x)
+                        .sum::<f32>()
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) fn $matmat(w: &[$ty], xs: &[f32], batch: usize, out: &mut [f32]) {
+                let cols = xs.len() / batch;
+                for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
+                    for (group, outs) in xs.chunks(8 * cols).zip(out.chunks_mut(8)) {
+                        match outs.len() {
+                            8 => $row_times::<8>(row, group, outs),
+                            7 => $row_times::<7>(row, group, outs),
+                            6 => $row_times::<6>(row, group, outs),
+                            5 => $row_times::<5>(row, group, outs),
+                            4 => $row_times::<4>(row, group, outs),
+                            3 => $row_times::<3>(row, group, outs),
+                            2 => $row_times::<2>(row, group, outs),
+                            _ => $row_times::<1>(row, group, outs),
+                        }
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            fn $row_times<const N: usize>(row: &[$ty], inputs: &[f32], outs: &mut [f32]) {
+                let cols = row.len();
+                let full = cols - cols % 8;
+                assert!(inputs.len() >= N * cols && outs.len() >= N);
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut i = 0;
+                while i < full {
+                    // SAFETY: `i + 8 <= full <= cols`: within the row and each of the N inputs.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(i + 1024) as *const i8);
+                        let weights = $load(row.as_ptr().add(i));
+                        for (b, sum) in acc.iter_mut().enumerate() {
+                            let x = _mm256_loadu_ps(inputs.as_ptr().add(b * cols + i));
+                            *sum = _mm256_fmadd_ps(weights, x, *sum);
+                        }
+                    }
+                    i += 8;
+                }
+                for (b, (o, sum)) in outs.iter_mut().zip(acc).enumerate() {
+                    let x = &inputs[b * cols..(b + 1) * cols];
+                    let tail: f32 = row[full..]
+                        .iter()
+                        .zip(&x[full..])
+                        .map(|(&w, x)| $widen(w) * x)
+                        .sum();
+                    *o = horizontal_sum(sum) + tail;
+                }
+            }
+        };
+    }
+
+    widening_products!(
+        "avx2,fma,f16c",
+        half::f16,
+        load_f16,
+        half::f16::to_f32,
+        matvec_f16,
+        dot_f16,
+        matmat_f16,
+        row_times_f16
+    );
+    widening_products!(
+        "avx2,fma",
+        half::bf16,
+        load_bf16,
+        half::bf16::to_f32,
+        matvec_bf16,
+        dot_bf16,
+        matmat_bf16,
+        row_times_bf16
+    );
 
     #[target_feature(enable = "avx2,fma")]
     fn horizontal_sum(v: __m256) -> f32 {
@@ -359,6 +581,49 @@ mod tests {
                 assert!((f64::from(dot_portable(&w[r * cols..(r + 1) * cols], &x)) - want).abs() <= 1e-4);
             }
         }
+    }
+
+    /// 16-bit weights: each product equals the f64 sum over the widened weights (so the only
+    /// rounding of the format is the weights' own), in `matvec`, in `matmat` at every batch
+    /// size, and on the portable path.
+    #[test]
+    fn sixteen_bit_weights_multiply_as_their_widened_values() {
+        fn check<W: Weight>(narrow: fn(f32) -> W, widen: fn(W) -> f32) {
+            for cols in [1, 7, 8, 33, 64, 100, 576] {
+                let rows = 40;
+                let w: Vec<W> = values(cols * rows, 5).into_iter().map(narrow).collect();
+                let wide: Vec<f32> = w.iter().map(|&v| widen(v)).collect();
+                let xs = values(cols * 8, 6);
+                let mut y = vec![0.0; rows];
+                matvec(&w, &xs[..cols], &mut y);
+                for batch in 1..=8 {
+                    let mut out = vec![0.0; rows * batch];
+                    matmat(&w, &xs[..cols * batch], batch, &mut out);
+                    for r in 0..rows {
+                        let row = &wide[r * cols..(r + 1) * cols];
+                        for b in 0..batch {
+                            let want = naive_dot(row, &xs[b * cols..(b + 1) * cols]);
+                            let got = f64::from(out[r * batch + b]);
+                            assert!(
+                                (got - want).abs() <= 1e-4,
+                                "cols {cols} batch {batch} row {r} input {b}"
+                            );
+                        }
+                        if batch == 1 {
+                            let want = naive_dot(row, &xs[..cols]);
+                            assert!(
+                                (f64::from(y[r]) - want).abs() <= 1e-4,
+                                "matvec cols {cols} row {r}"
+                            );
+                            let portable = f64::from(dot_weights(&w[r * cols..(r + 1) * cols], &xs[..cols]));
+                            assert!((portable - want).abs() <= 1e-4, "portable cols {cols} row {r}");
+                        }
+                    }
+                }
+            }
+        }
+        check(f16::from_f32, f16::to_f32);
+        check(bf16::from_f32, bf16::to_f32);
     }
 
     #[test]
