@@ -5,7 +5,7 @@
 //! fixed set of prompts; a [`BatchDecoder`] takes them one at a time. Each prompt is prefilled
 //! alone on libtorch (a real matrix product), and its cache is handed to the model's CPU
 //! decoder, which keeps one cache per sequence without padding, so adding or dropping one
-//! touches no other. Where the model has no CPU decoder (CUDA, 16-bit weights), each sequence
+//! touches no other. Where the model has no CPU decoder (CUDA, a 16-bit GPT-2), each sequence
 //! keeps a libtorch cache and a step runs them one after another: correct, not batched.
 //!
 //! [`generate`]: crate::generate()
@@ -268,7 +268,8 @@ mod tests {
         for (name, precision, batched) in [
             ("tiny_llama_gqa", Precision::F32, true),
             ("tiny_gpt2", Precision::F32, true),
-            ("tiny_llama_gqa", Precision::Bf16, false),
+            ("tiny_llama_gqa", Precision::Bf16, true),
+            ("tiny_gpt2", Precision::Bf16, false),
         ] {
             let model = fixture(name, precision);
             let together = staggered(&model.model, &prompts, 6, Some(1));

@@ -78,14 +78,15 @@ impl LoadedModel {
     }
 
     /// Readies the weights for generation: casts them to `precision` and, on a CPU, lays them
-    /// out for decoding one sequence, a chain of memory-bound matrix-vector products. In f32 the
-    /// model decodes on its own kernels (`model::decode`), which stream each output's weights
-    /// front to back: a Llama's `[out, in]` matrices already are, and its projections that read
-    /// the same input are fused ([`CausalLm::fuse_projections`]); GPT-2's `[in, out]` Conv1D
-    /// weights are stored column-major. In other precisions libtorch decodes, and reads a
-    /// row-major `Wᵀ` at about half the bandwidth of a column-major one (docs/benchmarks.md),
-    /// so the matrices applied as `x · Wᵀ` are stored column-major. Names, shapes, values and
-    /// saved files are unchanged; only the strides differ.
+    /// out for decoding one sequence, a chain of memory-bound matrix-vector products. A Llama,
+    /// in every precision, and a GPT-2 in f32 decode on the model's own kernels
+    /// (`model::decode`, 16-bit weights widened to f32 in registers), which stream each
+    /// output's weights front to back: a Llama's `[out, in]` matrices already are, and its
+    /// projections that read the same input are fused ([`CausalLm::fuse_projections`]);
+    /// GPT-2's `[in, out]` Conv1D weights are stored column-major. A 16-bit GPT-2 decodes on
+    /// libtorch, which reads a row-major `Wᵀ` at about half the bandwidth of a column-major
+    /// one (docs/benchmarks.md), so its matrices applied as `x · Wᵀ` are stored column-major.
+    /// Names, shapes, values and saved files are unchanged; only the strides differ.
     pub fn prepare_for_generation(&mut self, precision: Precision) {
         if precision.kind() != Kind::Float {
             self.vs.set_kind(precision.kind());
@@ -93,7 +94,7 @@ impl LoadedModel {
         if self.vs.device() != Device::Cpu {
             return;
         }
-        if precision == Precision::F32 {
+        if precision == Precision::F32 || matches!(self.model, CausalLm::Llama(_)) {
             match &mut self.model {
                 CausalLm::Llama(m) => m.fuse_projections(false),
                 CausalLm::Gpt2(m) => m.store_projections_for_decoding(),

@@ -10,7 +10,9 @@
 //! for all of them, and each keeps its own cache without the padding. Each architecture's
 //! step is in its own `decode` module.
 
-use distill_kernels::{CacheLayout, attention};
+use std::borrow::Cow;
+
+use distill_kernels::{CacheLayout, Rows, attention};
 use rayon::ThreadPool;
 use tch::{Device, Kind, Tensor};
 
@@ -104,6 +106,50 @@ pub(super) fn f32_elements(t: &Tensor) -> Option<&[f32]> {
     plain.then(|| raw_elements(t))
 }
 
+/// The elements of a contiguous CPU weight matrix in f32, f16 or bf16, as stored.
+pub(super) fn weight_elements(t: &Tensor) -> Option<Rows<'_>> {
+    if t.device() != Device::Cpu || !t.is_contiguous() {
+        return None;
+    }
+    let len = t.numel();
+    let ptr = t.data_ptr();
+    // SAFETY: a contiguous CPU tensor of the matched kind holds `numel` initialised elements
+    // of that type from `data_ptr`, in storage that lives as long as the handle `t`;
+    // decoders only read (see `raw_elements`). f16 and bf16 are 16-bit `repr(transparent)`
+    // types, like libtorch's Half and BFloat16.
+    match t.kind() {
+        Kind::Float => f32_elements(t).map(Rows::F32),
+        Kind::Half if len > 0 => Some(Rows::F16(unsafe { std::slice::from_raw_parts(ptr as *const half::f16, len) })),
+        Kind::BFloat16 if len > 0 => Some(Rows::Bf16(unsafe { std::slice::from_raw_parts(ptr as *const half::bf16, len) })),
+        Kind::Half => Some(Rows::F16(&[])),
+        Kind::BFloat16 => Some(Rows::Bf16(&[])),
+        _ => None,
+    }
+}
+
+/// A small CPU vector (a norm's weight, a bias) in f32: borrowed when stored in f32, widened
+/// into a copy when stored in 16 bits.
+pub(super) fn f32_vector(t: &Tensor) -> Option<Cow<'_, [f32]>> {
+    match t.kind() {
+        Kind::Float => f32_elements(t).map(Cow::Borrowed),
+        Kind::Half | Kind::BFloat16 if t.device() == Device::Cpu => {
+            Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).ok().map(Cow::Owned)
+        }
+        _ => None,
+    }
+}
+
+/// Row `r` of a `[rows, width]` matrix, widened into `out` (`width` floats).
+pub(super) fn copy_row(rows: Rows<'_>, r: usize, out: &mut [f32]) {
+    let width = out.len();
+    let range = r * width..(r + 1) * width;
+    match rows {
+        Rows::F32(w) => out.copy_from_slice(&w[range]),
+        Rows::F16(w) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
+        Rows::Bf16(w) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
+    }
+}
+
 /// The elements of the transpose of an f32 CPU matrix `[rows, cols]` stored column-major,
 /// that is of the row-major `[cols, rows]` matrix it is a transposed view of.
 pub(super) fn f32_transposed_elements(t: &Tensor) -> Option<&[f32]> {
@@ -139,18 +185,18 @@ pub(super) struct BatchProducts {
     pub(super) batch_invariant: bool,
 }
 
-/// A linear layer: a row-major `[rows, cols]` weight and a bias.
+/// A linear layer: a row-major `[rows, cols]` weight (f32, f16 or bf16) and a bias.
 pub(super) struct Linear<'m> {
-    pub(super) weight: &'m [f32],
-    pub(super) bias: Option<&'m [f32]>,
+    pub(super) weight: Rows<'m>,
+    pub(super) bias: Option<Cow<'m, [f32]>>,
     pub(super) rows: usize,
 }
 
 impl<'m> Linear<'m> {
     /// From a weight `[rows, cols]` (row-major elements) and an optional bias.
-    pub(super) fn new(weight: &'m [f32], rows: i64, bias: Option<&'m Tensor>) -> Option<Self> {
+    pub(super) fn new(weight: Rows<'m>, rows: i64, bias: Option<&'m Tensor>) -> Option<Self> {
         let bias = match bias {
-            Some(b) => Some(f32_elements(b)?),
+            Some(b) => Some(f32_vector(b)?),
             None => None,
         };
         Some(Self {
@@ -162,8 +208,12 @@ impl<'m> Linear<'m> {
 
     /// `y = W x + b`.
     pub(super) fn apply(&self, x: &[f32], y: &mut [f32]) {
-        distill_kernels::matvec(self.weight, x, y);
-        if let Some(bias) = self.bias {
+        match self.weight {
+            Rows::F32(w) => distill_kernels::matvec(w, x, y),
+            Rows::F16(w) => distill_kernels::matvec(w, x, y),
+            Rows::Bf16(w) => distill_kernels::matvec(w, x, y),
+        }
+        if let Some(bias) = &self.bias {
             distill_kernels::add_assign(y, bias);
         }
     }
@@ -184,13 +234,17 @@ impl<'m> Linear<'m> {
         }
         let tmp = &mut products.tmp;
         tmp.resize(self.rows * batch, 0.0);
-        distill_kernels::matmat(self.weight, xs, batch, tmp);
+        match self.weight {
+            Rows::F32(w) => distill_kernels::matmat(w, xs, batch, tmp),
+            Rows::F16(w) => distill_kernels::matmat(w, xs, batch, tmp),
+            Rows::Bf16(w) => distill_kernels::matmat(w, xs, batch, tmp),
+        }
         for (b, y) in ys.chunks_exact_mut(width).enumerate() {
             let y = &mut y[offset..offset + self.rows];
             for (r, out) in y.iter_mut().enumerate() {
                 *out = tmp[r * batch + b];
             }
-            if let Some(bias) = self.bias {
+            if let Some(bias) = &self.bias {
                 distill_kernels::add_assign(y, bias);
             }
         }

@@ -7,14 +7,14 @@ use crate::model::KvCache;
 use crate::model::decode::{
     BatchProducts, Linear, Sequences, attend_rows, f32_elements, f32_transposed_elements,
 };
-use distill_kernels::{add_assign, gelu_tanh, layer_norm};
+use distill_kernels::{Rows, add_assign, gelu_tanh, layer_norm};
 
 /// A Conv1D (`[in, out]` weight) as a linear layer; its weight must be stored column-major,
 /// which [`Gpt2::store_projections_for_decoding`] arranges, so that the rows of `[out, in]`
 /// can be read front to back.
 fn linear(conv: &Conv1d) -> Option<Linear<'_>> {
     Linear::new(
-        f32_transposed_elements(&conv.weight)?,
+        Rows::F32(f32_transposed_elements(&conv.weight)?),
         conv.weight.size()[1],
         Some(&conv.bias),
     )
@@ -107,7 +107,7 @@ impl<'m> Gpt2Decoder<'m> {
             wpe: f32_elements(&model.wpe.ws)?,
             layers,
             ln_f: norm(&model.ln_f)?,
-            head: Linear::new(wte, c.vocab_size, None)?,
+            head: Linear::new(Rows::F32(wte), c.vocab_size, None)?,
             sequences: Sequences::new(cache, lens, width, room)?,
             scratch: Scratch {
                 x: vec![0.0; n * width],

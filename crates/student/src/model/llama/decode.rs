@@ -4,19 +4,24 @@ use tch::{Tensor, nn};
 
 use super::{Attention, Llama, Mlp};
 use crate::model::KvCache;
-use crate::model::decode::{BatchProducts, Linear, RowCache, Sequences, Stacked, attend_rows, f32_elements};
+use std::borrow::Cow;
+
+use crate::model::decode::{
+    BatchProducts, Linear, RowCache, Sequences, Stacked, attend_rows, copy_row, f32_vector, weight_elements,
+};
+use distill_kernels::Rows;
 use distill_kernels::{add_assign, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
 fn linear(layer: &nn::Linear) -> Option<Linear<'_>> {
-    Linear::new(f32_elements(&layer.ws)?, layer.ws.size()[0], layer.bs.as_ref())
+    Linear::new(weight_elements(&layer.ws)?, layer.ws.size()[0], layer.bs.as_ref())
 }
 
 /// One fused matrix after [`Llama::fuse_projections`], the separate layers before.
 fn stacked<'m>(fused: &'m Option<(Tensor, Option<Tensor>)>, parts: &[&'m nn::Linear]) -> Option<Stacked<'m>> {
     match fused {
         Some((weight, bias)) => Some(Stacked(vec![Linear::new(
-            f32_elements(weight)?,
+            weight_elements(weight)?,
             weight.size()[0],
             bias.as_ref(),
         )?])),
@@ -29,10 +34,10 @@ fn stacked<'m>(fused: &'m Option<(Tensor, Option<Tensor>)>, parts: &[&'m nn::Lin
 }
 
 struct Layer<'m> {
-    input_norm: &'m [f32],
+    input_norm: Cow<'m, [f32]>,
     qkv: Stacked<'m>,
     o: Linear<'m>,
-    post_norm: &'m [f32],
+    post_norm: Cow<'m, [f32]>,
     gate_up: Stacked<'m>,
     down: Linear<'m>,
 }
@@ -54,10 +59,10 @@ impl<'m> Layer<'m> {
             gate_up,
         } = &block.mlp;
         Some(Self {
-            input_norm: f32_elements(&block.input_layernorm.weight)?,
+            input_norm: f32_vector(&block.input_layernorm.weight)?,
             qkv: stacked(qkv, &[q_proj, k_proj, v_proj])?,
             o: linear(o_proj)?,
-            post_norm: f32_elements(&block.post_attention_layernorm.weight)?,
+            post_norm: f32_vector(&block.post_attention_layernorm.weight)?,
             gate_up: stacked(gate_up, &[gate_proj, up_proj])?,
             down: linear(down_proj)?,
         })
@@ -96,9 +101,9 @@ struct Scratch {
 /// and gives the logits of the next ones.
 pub(crate) struct LlamaDecoder<'m> {
     dims: Dims,
-    embed: &'m [f32],
+    embed: Rows<'m>,
     layers: Vec<Layer<'m>>,
-    norm: &'m [f32],
+    norm: Cow<'m, [f32]>,
     head: Linear<'m>,
     inv_freq: Vec<f32>,
     /// Cached positions are `kv_heads · head_dim` floats wide.
@@ -122,7 +127,7 @@ impl<'m> LlamaDecoder<'m> {
             eps: c.rms_norm_eps as f32,
         };
         let layers = model.layers.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
-        let embed = f32_elements(&model.embed_tokens.ws)?;
+        let embed = weight_elements(&model.embed_tokens.ws)?;
         let head = match &model.lm_head {
             Some(head) => linear(head)?,
             None => Linear::new(embed, c.vocab_size, None)?,
@@ -149,7 +154,7 @@ impl<'m> LlamaDecoder<'m> {
             dims,
             embed,
             layers,
-            norm: f32_elements(&model.norm.weight)?,
+            norm: f32_vector(&model.norm.weight)?,
             head,
             inv_freq: c.inverse_frequencies().iter().map(|&f| f as f32).collect(),
             sequences,
@@ -209,7 +214,7 @@ impl<'m> LlamaDecoder<'m> {
         let (h, half, n) = (dims.hidden, inv_freq.len(), tokens.len());
         sequences.step(tokens, dims.vocab, |tokens, positions, cache| {
             for (b, (&token, &position)) in tokens.iter().zip(positions).enumerate() {
-                s.x[b * h..(b + 1) * h].copy_from_slice(&embed[token * h..(token + 1) * h]);
+                copy_row(*embed, token, &mut s.x[b * h..(b + 1) * h]);
                 for (i, &f) in inv_freq.iter().enumerate() {
                     let angle = position as f32 * f;
                     (s.cos[b * half + i], s.sin[b * half + i]) = (angle.cos(), angle.sin());
@@ -234,7 +239,7 @@ fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Sc
     let n = rows.len();
     let (h, half) = (d.hidden, d.head_dim / 2);
     for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
-        rms_norm(x, layer.input_norm, d.eps, normed);
+        rms_norm(x, &layer.input_norm, d.eps, normed);
     }
     layer.qkv.apply_batch(&s.normed, n, &mut s.qkv, &mut s.products);
     let (q_width, kv_width) = (d.heads * d.head_dim, d.kv_heads * d.head_dim);
@@ -256,7 +261,7 @@ fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
     let (h, i) = (d.hidden, d.intermediate);
     let n = s.x.len() / h;
     for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
-        rms_norm(x, layer.post_norm, d.eps, normed);
+        rms_norm(x, &layer.post_norm, d.eps, normed);
     }
     layer
         .gate_up
@@ -275,9 +280,11 @@ fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
 mod tests {
     use std::path::Path;
 
+    use tch::{Kind, Tensor};
+
     use crate::checkpoint::LoadedModel;
     use crate::model::decode::testing::{check_against_libtorch, check_batch_invariance};
-    use crate::model::{KvCache, Precision};
+    use crate::model::{ForwardInput, KvCache, Precision};
 
     #[test]
     fn decoding_gqa_with_a_tied_head_and_llama3_rope_matches_libtorch() {
@@ -295,12 +302,39 @@ mod tests {
         check_batch_invariance("tiny_llama_bias");
     }
 
+    /// 16-bit weights decode exactly as their widened f32 values: the decoder on the 16-bit
+    /// model against libtorch's f32 forward on the same rounded weights, from the same cache.
     #[test]
-    fn no_decoder_for_bf16_weights() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/tiny_llama_gqa");
-        let mut model = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
-        model.prepare_for_generation(Precision::Bf16);
-        let cache = KvCache::new(model.model.layer_count());
-        assert!(model.model.cpu_decoder(&cache, &[0], 4).is_none());
+    fn sixteen_bit_weights_decode_as_their_f32_values() {
+        let _guard = tch::no_grad_guard();
+        for name in ["tiny_llama_gqa", "tiny_llama_bias"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model").join(name);
+            for precision in [Precision::Bf16, Precision::F16] {
+                let mut narrow = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
+                narrow.prepare_for_generation(precision);
+                let mut wide = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
+                wide.vs.set_kind(precision.kind());
+                wide.vs.set_kind(Kind::Float);
+                let prompt = Tensor::from_slice(&[5i64, 17, 42, 8]).unsqueeze(0);
+                let mut cache = KvCache::new(wide.model.layer_count());
+                let input = ForwardInput {
+                    input_ids: &prompt,
+                    attention_mask: None,
+                };
+                let _ = wide.model.forward(&input, Some(&mut cache));
+                let mut decoder = narrow.model.cpu_decoder(&cache, &[4], 8).expect("16-bit weights decode");
+                for token in [90i64, 3, 64, 1] {
+                    let ours = Tensor::from_slice(decoder.step(&[token]));
+                    let ids = Tensor::from_slice(&[token]).unsqueeze(0);
+                    let input = ForwardInput {
+                        input_ids: &ids,
+                        attention_mask: None,
+                    };
+                    let reference = wide.model.forward(&input, Some(&mut cache)).flatten(0, -1);
+                    let diff = (ours - reference).abs().max().double_value(&[]);
+                    assert!(diff <= 1e-4, "{name} {precision:?}: logits differ by {diff}");
+                }
+            }
+        }
     }
 }
