@@ -119,8 +119,12 @@ pub(super) fn weight_elements(t: &Tensor) -> Option<Rows<'_>> {
     // types, like libtorch's Half and BFloat16.
     match t.kind() {
         Kind::Float => f32_elements(t).map(Rows::F32),
-        Kind::Half if len > 0 => Some(Rows::F16(unsafe { std::slice::from_raw_parts(ptr as *const half::f16, len) })),
-        Kind::BFloat16 if len > 0 => Some(Rows::Bf16(unsafe { std::slice::from_raw_parts(ptr as *const half::bf16, len) })),
+        Kind::Half if len > 0 => Some(Rows::F16(unsafe {
+            std::slice::from_raw_parts(ptr as *const half::f16, len)
+        })),
+        Kind::BFloat16 if len > 0 => Some(Rows::Bf16(unsafe {
+            std::slice::from_raw_parts(ptr as *const half::bf16, len)
+        })),
         Kind::Half => Some(Rows::F16(&[])),
         Kind::BFloat16 => Some(Rows::Bf16(&[])),
         _ => None,
@@ -133,7 +137,9 @@ pub(super) fn f32_vector(t: &Tensor) -> Option<Cow<'_, [f32]>> {
     match t.kind() {
         Kind::Float => f32_elements(t).map(Cow::Borrowed),
         Kind::Half | Kind::BFloat16 if t.device() == Device::Cpu => {
-            Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).ok().map(Cow::Owned)
+            Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))
+                .ok()
+                .map(Cow::Owned)
         }
         _ => None,
     }

@@ -308,7 +308,9 @@ mod tests {
     fn sixteen_bit_weights_decode_as_their_f32_values() {
         let _guard = tch::no_grad_guard();
         for name in ["tiny_llama_gqa", "tiny_llama_bias"] {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model").join(name);
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/model")
+                .join(name);
             for precision in [Precision::Bf16, Precision::F16] {
                 let mut narrow = LoadedModel::load(&dir, tch::Device::Cpu).unwrap();
                 narrow.prepare_for_generation(precision);
@@ -322,7 +324,10 @@ mod tests {
                     attention_mask: None,
                 };
                 let _ = wide.model.forward(&input, Some(&mut cache));
-                let mut decoder = narrow.model.cpu_decoder(&cache, &[4], 8).expect("16-bit weights decode");
+                let mut decoder = narrow
+                    .model
+                    .cpu_decoder(&cache, &[4], 8)
+                    .expect("16-bit weights decode");
                 for token in [90i64, 3, 64, 1] {
                     let ours = Tensor::from_slice(decoder.step(&[token]));
                     let ids = Tensor::from_slice(&[token]).unsqueeze(0);
