@@ -17,6 +17,13 @@ use distill_student::train::metrics::Record;
 use distill_student::train::{Error, LossKind, MixedPrecision, Outcome, Parts, TrainEvent, Trainer};
 use tch::{Device, Tensor};
 
+/// Held by every test here: `reinit` and the tests' own draws use libtorch's one global
+/// generator, so two tests seeding and drawing at once would change each other's weights.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn parts(n: usize, logprobs: bool) -> Parts {
     let tokenizer = support::tokenizer();
     let mut examples = support::examples(n, &tokenizer, logprobs);
@@ -71,6 +78,7 @@ fn assert_bitwise_equal(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tenso
 
 #[test]
 fn hard_labels_learn_and_every_output_is_written() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.max_steps = Some(40);
@@ -131,6 +139,7 @@ fn hard_labels_learn_and_every_output_is_written() {
 
 #[test]
 fn soft_labels_from_stored_top_k_train_with_every_divergence() {
+    let _rng = serial();
     for kind in [
         LossKind::Kl,
         LossKind::Rkl,
@@ -159,6 +168,7 @@ fn soft_labels_from_stored_top_k_train_with_every_divergence() {
 
 #[test]
 fn an_online_teacher_and_its_top_k_cache_train() {
+    let _rng = serial();
     let tokenizer = support::tokenizer();
     for cache in [None, Some(8)] {
         let out = tempfile::tempdir().unwrap();
@@ -181,6 +191,7 @@ fn an_online_teacher_and_its_top_k_cache_train() {
 
 #[test]
 fn a_dataset_from_a_teacher_with_another_vocabulary_is_refused() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut p = parts(12, true);
     p.train[3]
@@ -209,6 +220,7 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_refused() {
 
 #[test]
 fn mixed_precision_on_the_cpu_is_refused_with_a_clear_error() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.precision = MixedPrecision::Fp16;
@@ -222,6 +234,7 @@ fn mixed_precision_on_the_cpu_is_refused_with_a_clear_error() {
 
 #[test]
 fn non_finite_steps_are_skipped_then_the_run_aborts() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.max_steps = Some(10);
@@ -249,6 +262,7 @@ fn non_finite_steps_are_skipped_then_the_run_aborts() {
 
 #[test]
 fn truncation_is_counted() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.max_seq_len = 135;
@@ -272,6 +286,7 @@ fn truncation_is_counted() {
 
 #[test]
 fn stopping_and_resuming_reproduces_an_uninterrupted_run_exactly() {
+    let _rng = serial();
     let whole = tempfile::tempdir().unwrap();
     let mut config = support::config(whole.path(), LossKind::Kl);
     config.max_steps = Some(12);
@@ -313,6 +328,7 @@ fn stopping_and_resuming_reproduces_an_uninterrupted_run_exactly() {
 
 #[test]
 fn validation_without_logprobs_falls_back_to_hard_labels() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Kl);
     config.max_steps = Some(2);
@@ -334,6 +350,7 @@ fn validation_without_logprobs_falls_back_to_hard_labels() {
 
 #[test]
 fn early_stopping_ends_the_run_and_keeps_the_best_checkpoint() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.max_steps = Some(20);
@@ -359,6 +376,7 @@ fn early_stopping_ends_the_run_and_keeps_the_best_checkpoint() {
 
 #[test]
 fn logits_at_chosen_rows_equal_the_full_forward_there() {
+    let _rng = serial();
     let tokenizer = support::tokenizer();
     let m = support::tiny_model(&tokenizer, 2);
     tch::manual_seed(3);
@@ -382,6 +400,7 @@ fn logits_at_chosen_rows_equal_the_full_forward_there() {
 
 #[test]
 fn a_checkpoint_that_does_not_fit_the_model_is_refused_with_the_cause_chained() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.max_steps = Some(2);
@@ -405,6 +424,7 @@ fn a_checkpoint_that_does_not_fit_the_model_is_refused_with_the_cause_chained() 
 
 #[test]
 fn missing_files_are_not_found() {
+    let _rng = serial();
     let out = tempfile::tempdir().unwrap();
     let mut config = support::config(out.path(), LossKind::Ce);
     config.dataset = out.path().join("no-such-dataset.jsonl");
