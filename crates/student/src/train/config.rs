@@ -233,7 +233,8 @@ pub struct TrainConfig {
     /// Keep only these layers of `student_model`.
     pub keep_layers: Option<KeepLayers>,
     /// Re-initialise the student's weights as transformers does (from `seed`) instead of
-    /// starting from the checkpoint's.
+    /// starting from the checkpoint's. The draws come from libtorch's one global generator:
+    /// two trainers re-initialising at once in one process change each other's weights.
     pub reinit: bool,
     /// A local teacher (same tokenizer) giving full-vocabulary logits online. Without it, soft
     /// labels come from the dataset's top-k logprobs.
