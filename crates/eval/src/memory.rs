@@ -184,9 +184,17 @@ pub fn run_and_measure(_command: &mut Command) -> Result<ChildRun> {
 mod tests {
     use super::*;
 
+    /// Held by the tests that measure this process's memory: another test allocating or
+    /// resetting the peak at the same time would move their figures.
+    fn own_memory() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_reset_peak_measures_only_what_follows() {
+        let _alone = own_memory();
         // A 256 MiB peak, freed and handed back, then a reset: the peak is the size now, and a
         // 64 MiB block touched afterwards raises it by at least that much.
         drop(std::hint::black_box(vec![1u8; 256 << 20]));
@@ -211,6 +219,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn own_peak_grows_with_a_large_allocation() {
+        let _alone = own_memory();
         let before = peak_rss_bytes().unwrap();
         let big = vec![1u8; 64 << 20];
         std::hint::black_box(&big);
@@ -222,6 +231,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn child_peak_is_measured() {
+        // Its 32 MB input is built in this process, too.
+        let _alone = own_memory();
         const MIB: u64 = 1 << 20;
         // `sort` holds its whole input (here 32 MB from a file) until it exits.
         let dir = tempfile::tempdir().unwrap();
