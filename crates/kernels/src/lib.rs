@@ -145,7 +145,7 @@ fn dot_weights<W: Weight>(row: &[W], x: &[f32]) -> f32 {
     }
 }
 
-/// A dot product of 16-bit weights, widened one by one, with eight partial sums.
+/// A dot product of weights widened one by one, with eight partial sums.
 fn dot_widened<T: Copy>(row: &[T], x: &[f32], widen: impl Fn(T) -> f32) -> f32 {
     let mut sums = [0f32; 8];
     let (r8, x8) = (row.chunks_exact(8), x.chunks_exact(8));
@@ -175,81 +175,26 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// A dot product with eight independent partial sums, which the compiler can vectorise.
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut sums = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            sums[i] += x[i] * y[i];
-        }
-    }
-    sums.iter().sum::<f32>() + tail
+    dot_widened(a, b, |v| v)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// Eight f32 weights.
+    ///
+    /// # Safety
+    /// `p` points at eight readable floats.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
-        for (row, out) in w.chunks_exact(x.len()).zip(y.iter_mut()) {
-            *out = dot(row, x);
-        }
+    unsafe fn load_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_loadu_ps(p) }
     }
 
-    /// Each weight row against up to eight inputs at a time: one load of the row's floats
-    /// feeds one fused multiply-add per input, so the products are bound by arithmetic rather
-    /// than by loads. Columns beyond a multiple of 8 are summed plainly.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn matmat(w: &[f32], xs: &[f32], batch: usize, out: &mut [f32]) {
-        let cols = xs.len() / batch;
-        for (row, out) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
-            for (group, outs) in xs.chunks(8 * cols).zip(out.chunks_mut(8)) {
-                match outs.len() {
-                    8 => row_times::<8>(row, group, outs),
-                    7 => row_times::<7>(row, group, outs),
-                    6 => row_times::<6>(row, group, outs),
-                    5 => row_times::<5>(row, group, outs),
-                    4 => row_times::<4>(row, group, outs),
-                    3 => row_times::<3>(row, group, outs),
-                    2 => row_times::<2>(row, group, outs),
-                    _ => row_times::<1>(row, group, outs),
-                }
-            }
-        }
-    }
-
-    /// `outs[b] = row · inputs[b]` for `N` inputs held one after another, with the `N`
-    /// accumulators in registers.
-    #[target_feature(enable = "avx2,fma")]
-    fn row_times<const N: usize>(row: &[f32], inputs: &[f32], outs: &mut [f32]) {
-        let cols = row.len();
-        let full = cols - cols % 8;
-        assert!(inputs.len() >= N * cols && outs.len() >= N);
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: `i + 8 <= full <= cols`: within the row and within each of the N inputs.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(i + 1024) as *const i8);
-                let weights = _mm256_loadu_ps(row.as_ptr().add(i));
-                for (b, sum) in acc.iter_mut().enumerate() {
-                    let x = _mm256_loadu_ps(inputs.as_ptr().add(b * cols + i));
-                    *sum = _mm256_fmadd_ps(weights, x, *sum);
-                }
-            }
-            i += 8;
-        }
-        for (b, (o, sum)) in outs.iter_mut().zip(acc).enumerate() {
-            let x = &inputs[b * cols..(b + 1) * cols];
-            let tail: f32 = row[full..].iter().zip(&x[full..]).map(|(a, b)| a * b).sum();
-            *o = horizontal_sum(sum) + tail;
-        }
+    /// An f32 weight as it is (the tails of [`load_f32`]'s rows).
+    fn same(w: f32) -> f32 {
+        w
     }
 
     /// Eight f16 weights widened to f32.
@@ -275,8 +220,14 @@ mod avx2 {
         }
     }
 
-    /// The f32 kernels' matvec, dot, matmat and row_times over 16-bit weights, widened with
-    /// `$load` (eight at a time) and `$widen` (the tails).
+    /// `matvec`, `dot`, `matmat` and `row_times` over weights of type `$ty`, read eight at a
+    /// time with `$load` (widening 16-bit ones to f32) and one by one with `$widen` (the tails).
+    ///
+    /// `dot` keeps four 8-lane accumulators to hide the latency of the fused multiply-adds.
+    /// `matmat` takes each weight row against up to eight inputs at a time (`row_times`, the
+    /// `N` accumulators in registers): one load of the row feeds one fused multiply-add per
+    /// input, so the products are bound by arithmetic rather than by loads. Columns beyond a
+    /// multiple of 8 are summed plainly.
     macro_rules! widening_products {
         ($features:literal, $ty:ty, $load:ident, $widen:path, $matvec:ident, $dot:ident, $matmat:ident, $row_times:ident) => {
             #[target_feature(enable = $features)]
@@ -287,7 +238,7 @@ mod avx2 {
             }
 
             #[target_feature(enable = $features)]
-            fn $dot(row: &[$ty], x: &[f32]) -> f32 {
+            pub(super) fn $dot(row: &[$ty], x: &[f32]) -> f32 {
                 let n = row.len().min(x.len());
                 let (pw, px) = (row.as_ptr(), x.as_ptr());
                 let mut acc = [_mm256_setzero_ps(); 4];
@@ -366,6 +317,7 @@ mod avx2 {
         };
     }
 
+    widening_products!("avx2,fma", f32, load_f32, same, matvec, dot, matmat, row_times);
     widening_products!(
         "avx2,fma,f16c",
         half::f16,
@@ -392,32 +344,6 @@ mod avx2 {
         let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
-    }
-
-    /// Four 8-lane accumulators hide the latency of the fused multiply-adds.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY: every load reads 8 floats at an offset below `n - 7` of both slices.
-        unsafe {
-            while i + 32 <= n {
-                for (k, sum) in acc.iter_mut().enumerate() {
-                    let (x, y) = (pa.add(i + 8 * k), pb.add(i + 8 * k));
-                    *sum = _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(y), *sum);
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                let (x, y) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-                acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
-                i += 8;
-            }
-        }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        horizontal_sum(sum) + a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum::<f32>()
     }
 }
 
