@@ -350,7 +350,7 @@ async fn collect(
 
 fn failure_error(failure: Failure, timeout_seconds: f64) -> ApiError {
     match failure {
-        Failure::Timeout(_) => ApiError::timeout(timeout_seconds),
+        Failure::Timeout => ApiError::timeout(timeout_seconds),
         Failure::Internal(message) => ApiError::internal(message),
     }
 }

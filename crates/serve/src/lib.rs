@@ -110,7 +110,7 @@ impl Server {
         let fingerprint = format!(
             "distill-{}-{}",
             env!("CARGO_PKG_VERSION"),
-            &tokenizer.vocab_hash()[..8.min(tokenizer.vocab_hash().len())]
+            tokenizer.vocab_hash().get(..8).unwrap_or(tokenizer.vocab_hash())
         );
         let scheduler = Scheduler::start(model, tokenizer.clone(), settings, metrics.clone());
         let created = SystemTime::now()

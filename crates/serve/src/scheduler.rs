@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distill_student::batching::BatchDecoder;
 use distill_student::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -71,7 +71,7 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub enum Failure {
     /// It ran past its deadline (queued and decoding together).
-    Timeout(Duration),
+    Timeout,
     /// The model failed; the message says how.
     Internal(String),
 }
@@ -94,7 +94,6 @@ pub struct Settings {
 pub struct Scheduler {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    max_queue: usize,
     decoding: Arc<AtomicUsize>,
 }
 
@@ -112,7 +111,6 @@ impl Scheduler {
     ) -> Self {
         let (tx, rx) = mpsc::channel(settings.max_queue.max(1));
         let decoding = Arc::new(AtomicUsize::new(0));
-        let max_queue = settings.max_queue;
         let thread = std::thread::Builder::new()
             .name("distill-scheduler".into())
             .spawn({
@@ -123,7 +121,6 @@ impl Scheduler {
         Self {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            max_queue,
             decoding,
         }
     }
@@ -140,8 +137,7 @@ impl Scheduler {
     /// Jobs waiting to be admitted.
     pub fn queued(&self) -> usize {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.as_ref()
-            .map_or(0, |tx| self.max_queue.max(1) - tx.capacity())
+        jobs.as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     /// Sequences decoding now.
@@ -373,12 +369,10 @@ impl Sequence<'_> {
 
     /// Fails the job once its deadline has passed; whether it had.
     fn timed_out(&mut self) -> bool {
-        let now = Instant::now();
-        if now < self.job.deadline {
+        if Instant::now() < self.job.deadline {
             return false;
         }
-        let allowed = self.job.deadline.saturating_duration_since(self.started);
-        self.fail(Failure::Timeout(allowed));
+        self.fail(Failure::Timeout);
         true
     }
 
