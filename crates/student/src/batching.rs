@@ -13,7 +13,8 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, CpuDecoder, ForwardInput, KvCache};
+use crate::generate::check_tokens;
+use crate::model::{CausalLm, CpuDecoder, ForwardInput, KvCache, retain_rows};
 
 /// Sequences decoding together, which can join and leave between steps.
 pub struct BatchDecoder<'m> {
@@ -92,15 +93,10 @@ impl<'m> BatchDecoder<'m> {
     /// Prefills `prompt` alone and adds it after the others, with room for `new_tokens` more
     /// tokens; returns the logits that follow the prompt (`vocab` floats).
     pub fn admit(&mut self, prompt: &[i64], new_tokens: usize) -> Result<Vec<f32>> {
-        let vocab = self.model.vocab_size();
         if prompt.is_empty() {
             return Err(Error::Input("a prompt has no tokens".into()));
         }
-        if let Some(bad) = prompt.iter().find(|&&t| t < 0 || t >= vocab) {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
+        check_tokens(prompt, self.model.vocab_size())?;
         if let Some(positions) = self.model.max_positions()
             && prompt.len() + new_tokens > positions + 1
         {
@@ -109,17 +105,8 @@ impl<'m> BatchDecoder<'m> {
                 prompt.len()
             )));
         }
-        let _guard = tch::no_grad_guard();
-        let ids = Tensor::from_slice(prompt)
-            .unsqueeze(0)
-            .to_device(self.model.device());
         let mut cache = KvCache::new(self.model.layer_count());
-        let input = ForwardInput {
-            input_ids: &ids,
-            attention_mask: None,
-        };
-        let logits = self.model.forward(&input, Some(&mut cache)).select(1, -1);
-        let logits = Vec::<f32>::try_from(logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
+        let logits = forward_last(self.model, prompt, &mut cache)?;
         match &mut self.lanes {
             Lanes::Empty => {
                 self.lanes = match self.model.cpu_decoder(&cache, &[prompt.len()], new_tokens) {
@@ -145,7 +132,6 @@ impl<'m> BatchDecoder<'m> {
     /// Appends `tokens[i]` to sequence `i` and returns the logits that follow each,
     /// `[sequences, vocab]` row after row.
     pub fn step(&mut self, tokens: &[i64]) -> Result<&[f32]> {
-        let vocab = self.model.vocab_size();
         if tokens.len() != self.len() {
             return Err(Error::Input(format!(
                 "{} tokens for {} sequences",
@@ -153,28 +139,14 @@ impl<'m> BatchDecoder<'m> {
                 self.len()
             )));
         }
-        if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= vocab) {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
+        check_tokens(tokens, self.model.vocab_size())?;
         match &mut self.lanes {
             Lanes::Empty => Ok(&[]),
             Lanes::Cpu(decoder) => Ok(decoder.step(tokens)),
             Lanes::Torch(caches) => {
-                let _guard = tch::no_grad_guard();
                 self.logits.clear();
                 for (cache, &token) in caches.iter_mut().zip(tokens) {
-                    let ids = Tensor::from_slice(&[token])
-                        .unsqueeze(0)
-                        .to_device(self.model.device());
-                    let input = ForwardInput {
-                        input_ids: &ids,
-                        attention_mask: None,
-                    };
-                    let logits = self.model.forward(&input, Some(cache)).select(1, -1);
-                    let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1);
-                    self.logits.extend(Vec::<f32>::try_from(logits)?);
+                    self.logits.extend(forward_last(self.model, &[token], cache)?);
                 }
                 Ok(&self.logits)
             }
@@ -186,16 +158,28 @@ impl<'m> BatchDecoder<'m> {
         match &mut self.lanes {
             Lanes::Empty => {}
             Lanes::Cpu(decoder) => decoder.retain(keep),
-            Lanes::Torch(caches) => {
-                let mut flags = keep.iter();
-                caches.retain(|_| *flags.next().unwrap_or(&false));
-            }
+            Lanes::Torch(caches) => retain_rows(caches, keep),
         }
         // An empty CPU decoder no longer knows its rows' widths: the next sequence makes a new one.
         if self.is_empty() && matches!(self.lanes, Lanes::Cpu(_)) {
             self.lanes = Lanes::Empty;
         }
     }
+}
+
+/// `ids` of one sequence through libtorch after what `cache` holds (which takes them in):
+/// the logits that follow the last, as f32 on the CPU.
+fn forward_last(model: &CausalLm, ids: &[i64], cache: &mut KvCache) -> Result<Vec<f32>> {
+    let _guard = tch::no_grad_guard();
+    let ids = Tensor::from_slice(ids).unsqueeze(0).to_device(model.device());
+    let input = ForwardInput {
+        input_ids: &ids,
+        attention_mask: None,
+    };
+    let logits = model.forward(&input, Some(cache)).select(1, -1);
+    Ok(Vec::<f32>::try_from(
+        logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1),
+    )?)
 }
 
 #[cfg(test)]

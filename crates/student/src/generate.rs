@@ -59,11 +59,7 @@ pub fn generate(
     if prompts.is_empty() {
         return Ok(vec![]);
     }
-    if let Some(bad) = prompts.iter().flatten().find(|&&t| t < 0 || t >= vocab) {
-        return Err(Error::Input(format!(
-            "token id {bad} is outside the vocabulary (0..{vocab})"
-        )));
-    }
+    check_tokens(prompts.iter().flatten(), vocab)?;
     if prompts.iter().any(Vec::is_empty) {
         return Err(Error::Input("a prompt has no tokens".into()));
     }
@@ -168,6 +164,16 @@ pub fn generate(
     }
     drop(threads);
     Ok(outputs)
+}
+
+/// An input error naming the first token outside `0..vocab`.
+pub(crate) fn check_tokens<'a>(tokens: impl IntoIterator<Item = &'a i64>, vocab: i64) -> Result<()> {
+    match tokens.into_iter().find(|&&t| t < 0 || t >= vocab) {
+        Some(bad) => Err(Error::Input(format!(
+            "token id {bad} is outside the vocabulary (0..{vocab})"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The prompts' prefills on the CPU, each alone (for [`GenerationConfig::batch_invariant`]):

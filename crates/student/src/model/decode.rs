@@ -85,7 +85,7 @@ impl CpuDecoder<'_> {
 }
 
 /// Keeps the items whose `keep` entry is true.
-fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
+pub(crate) fn retain_rows<T>(items: &mut Vec<T>, keep: &[bool]) {
     let mut flags = keep.iter();
     items.retain(|_| *flags.next().unwrap_or(&false));
 }

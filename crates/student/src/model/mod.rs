@@ -6,7 +6,7 @@ pub mod llama;
 
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use decode::CpuDecoder;
+pub(crate) use decode::{CpuDecoder, retain_rows};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 
