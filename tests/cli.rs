@@ -4,23 +4,15 @@
 
 #[path = "../crates/gguf/tests/support/assets.rs"]
 mod assets;
+#[path = "support/binary.rs"]
+mod binary;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use distill::lab::{LabConfig, TeacherChoice};
 
-/// `target/<profile>/examples/distill`, beside this test's `deps/` directory.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples/distill");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds it; to run this file alone, `cargo build --example distill` first",
-        bin.display()
-    );
-    bin
-}
+use binary::binary;
 
 /// `distill ARGS` in `dir`, offline and without API keys (a test adds the ones it needs).
 fn offline(dir: &Path, args: &[&str]) -> Command {

@@ -4,12 +4,14 @@
 
 #[path = "../crates/gguf/tests/support/assets.rs"]
 mod assets;
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "../crates/serve/tests/support/own_logprobs.rs"]
 mod own_logprobs;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use distill::student::tch::Device;
@@ -17,11 +19,7 @@ use distill::student::tokenizer::Message;
 use distill::student::{Precision, Pretrained};
 use own_logprobs::own_logprobs;
 
-/// `target/<profile>/examples/distill`, beside this test's `deps/` directory.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples/distill")
-}
+use binary::binary;
 
 /// `distill serve` on a free port, and its address once it listens.
 struct Serving {

@@ -218,7 +218,8 @@ impl ConfigFile<'_> {
                 continue;
             }
             let arg = self.flag(command, &keys)?;
-            self.tokens(&arg, value, &keys)?;
+            let tokens = self.tokens(&arg, value, &keys)?;
+            self.check_values(&arg, &tokens, &keys)?;
         }
         Ok(())
     }
@@ -242,7 +243,7 @@ impl ConfigFile<'_> {
                 .iter()
                 .any(|long| arg.get_long() == Some(long.as_str()) || conflicts(command, &arg, long));
             if !overridden {
-                flags.extend(self.tokens(&arg, value, &keys)?);
+                flags.extend(self.tokens(&arg, value, &keys)?.into_iter().map(OsString::from));
             }
         }
         Ok(flags)
@@ -285,8 +286,8 @@ impl ConfigFile<'_> {
         }
     }
 
-    /// The command-line tokens for `arg = value`, checked by the flag's own parser.
-    fn tokens(&self, arg: &Arg, value: &toml::Value, keys: &[&str]) -> anyhow::Result<Vec<OsString>> {
+    /// The command-line tokens for `arg = value` (`--flag`, `--flag=value`, …).
+    fn tokens(&self, arg: &Arg, value: &toml::Value, keys: &[&str]) -> anyhow::Result<Vec<String>> {
         let long = format!("--{}", arg.get_long().expect("flags found by long name"));
         let at = || self.at(keys);
         let tokens = match (arg.get_action(), value) {
@@ -315,6 +316,12 @@ impl ConfigFile<'_> {
             }
             _ => bail!("{}: this flag cannot be set from a config file", at()),
         };
+        Ok(tokens)
+    }
+
+    /// Each `--flag=value` of `tokens` through the flag's own value parser.
+    fn check_values(&self, arg: &Arg, tokens: &[String], keys: &[&str]) -> anyhow::Result<()> {
+        let long = format!("--{}", arg.get_long().expect("flags found by long name"));
         if arg.get_action().takes_values() {
             // The flag's own parser, alone: the file's value is checked before any other flag.
             let mut alone = Arg::new("value")
@@ -324,7 +331,7 @@ impl ConfigFile<'_> {
                 alone = alone.value_names(names.to_vec());
             }
             let check = Command::new("distill").no_binary_name(true).arg(alone);
-            for token in &tokens {
+            for token in tokens {
                 let value = &token[long.len() + 1..];
                 if let Err(e) = check
                     .clone()
@@ -340,11 +347,11 @@ impl ConfigFile<'_> {
                     } else {
                         format!(" (one of {})", choices.join(", "))
                     };
-                    bail!("{}: {}{choices}", at(), clap_message(&e));
+                    bail!("{}: {}{choices}", self.at(keys), clap_message(&e));
                 }
             }
         }
-        Ok(tokens.into_iter().map(OsString::from).collect())
+        Ok(())
     }
 
     fn not_scalar(&self, keys: &[&str]) -> anyhow::Error {
