@@ -33,7 +33,8 @@ pub struct Args {
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: i64,
-    /// Weight and activation precision.
+    /// Weight format: f32, f16 or bf16; q8_0, or native (a GGUF's quantized blocks as
+    /// stored), decode on the CPU from that many bits per weight.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Dtype,
     #[command(flatten)]
@@ -43,9 +44,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let path = crate::hub::resolve(&args.model)?;
-    let mut model = Pretrained::load(&path, args.device.resolve()?)
+    let model = Pretrained::load_for_inference(&path, args.device.resolve()?, args.dtype.into())
         .with_context(|| format!("loading {}", path.display()))?;
-    model.prepare_for_generation(args.dtype.into());
     let load_seconds = started.elapsed().as_secs_f64();
     let mut messages = Vec::new();
     if let Some(system) = args.system {

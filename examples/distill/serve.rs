@@ -39,7 +39,8 @@ pub struct Args {
     /// Decode every request exactly as it would be decoded alone, whatever else is in the batch.
     #[arg(long)]
     batch_invariant: bool,
-    /// Weight and activation precision.
+    /// Weight format: f32, f16 or bf16; q8_0, or native (a GGUF's quantized blocks as
+    /// stored), decode on the CPU from that many bits per weight.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Dtype,
     #[command(flatten)]
@@ -48,9 +49,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let path = crate::hub::resolve(&args.model)?;
-    let mut model = Pretrained::load(&path, args.device.resolve()?)
+    let model = Pretrained::load_for_inference(&path, args.device.resolve()?, args.dtype.into())
         .with_context(|| format!("loading {}", path.display()))?;
-    model.prepare_for_generation(args.dtype.into());
     let name = args
         .served_model_name
         .clone()

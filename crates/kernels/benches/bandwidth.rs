@@ -1,6 +1,7 @@
 //! The machine's read bandwidth, the bound on batch-1 decoding: a streaming sum over a buffer
 //! far larger than the caches, on one thread and on two (the decoder's pool here), against
-//! the decoder's own product reading the same bytes as f32 and as f16 weights. Criterion
+//! the decoder's own product reading the same bytes as f32 and as f16 weights, and the same
+//! number of weights in each quantized block format. Criterion
 //! prints bytes/s; tokens/s × bytes per token over the two-thread figure is the fraction of
 //! the bound a decoder reaches (docs/benchmarks.md).
 
@@ -8,6 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use distill_kernels::quant::{self, BlockFormat, Blocks, Q8Input};
 use half::f16;
 use rayon::prelude::*;
 
@@ -47,6 +49,23 @@ fn read(c: &mut Criterion) {
     group.bench_function("matvec_f16_2_threads", |b| {
         b.iter(|| pool.install(|| distill_kernels::matvec(black_box(&halves[..]), &x, &mut y)))
     });
+    drop(halves);
+    // Quantized blocks: the same number of weights, far fewer bytes. K-quants need rows of
+    // whole 256-blocks, so they take SmolLM2's MLP width (1536) instead.
+    for format in BlockFormat::ALL {
+        let cols = if format.block_len() == 256 { 1536 } else { COLS };
+        let rows = FLOATS / cols;
+        // Every byte 0x2c: each f16 scale field reads 0.066, and the codes are arbitrary.
+        let bytes = vec![0x2cu8; rows * format.row_bytes(cols).unwrap()];
+        let w = Blocks::new(format, cols, &bytes).unwrap();
+        let mut input = Q8Input::default();
+        input.quantize(&(0..cols).map(|i| i as f32 * 1e-3).collect::<Vec<_>>(), 1);
+        let mut y = vec![0.0f32; rows];
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(format!("matvec_{format:?}_2_threads"), |b| {
+            b.iter(|| pool.install(|| quant::matvec(black_box(w), &input, &mut y)))
+        });
+    }
     group.finish();
 }
 

@@ -10,7 +10,11 @@
 //!
 //! The matrix products read weights stored as f32, f16 or bf16 ([`Weight`]): 16-bit weights
 //! are widened to f32 in registers, so a product reads half the bytes and computes in f32.
+//!
+//! Weights kept in ggml's quantized blocks are multiplied by [`quant`]'s products.
 #![warn(missing_docs)]
+
+pub mod quant;
 
 use half::{bf16, f16};
 use rayon::prelude::*;

@@ -15,7 +15,7 @@ pub mod shrink;
 pub mod tokenizer;
 pub mod train;
 
-pub use checkpoint::LoadedModel;
+pub use checkpoint::{InferenceDtype, LoadedModel};
 pub use error::{Error, ErrorKind, Result, SafetensorsError};
 pub use generate::{GenerationConfig, generate};
 pub use model::{CausalLm, ForwardInput, KvCache, LlamaConfig, Precision};

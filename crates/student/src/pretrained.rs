@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tch::Device;
 
-use crate::checkpoint::{LoadedModel, hf};
+use crate::checkpoint::{InferenceDtype, LoadedModel, hf};
 use crate::error::Result;
 use crate::generate::{GenerationConfig, generate, new_token_limit};
 use crate::model::Precision;
@@ -41,7 +41,17 @@ impl Pretrained {
     /// Loads a `.gguf` file or an HF directory, with its tokenizer, onto `device`.
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
-        let model = LoadedModel::load(path, device)?;
+        Self::with_tokenizer(path, LoadedModel::load(path, device)?)
+    }
+
+    /// Loads a `.gguf` file or an HF directory, with its tokenizer, onto `device`, ready to
+    /// generate from weights in `dtype` (see [`LoadedModel::load_for_inference`]).
+    pub fn load_for_inference(path: impl AsRef<Path>, device: Device, dtype: InferenceDtype) -> Result<Self> {
+        let path = path.as_ref();
+        Self::with_tokenizer(path, LoadedModel::load_for_inference(path, device, dtype)?)
+    }
+
+    fn with_tokenizer(path: &Path, model: LoadedModel) -> Result<Self> {
         let tokenizer = if path.is_dir() {
             Tokenizer::from_hf_dir(path)?
         } else {

@@ -1,14 +1,19 @@
-//! Loading llama.cpp GGUF files: configuration from metadata, weights dequantized to f32,
-//! llama.cpp's tensor names mapped to HF names, and its Q/K row permutation undone.
+//! Loading llama.cpp GGUF files: configuration from metadata, weights dequantized to f32 (or,
+//! for CPU inference, kept as stored), llama.cpp's tensor names mapped to HF names, and its
+//! Q/K row permutation undone.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use distill_gguf::{GgufFile, TensorInfo};
+use distill_gguf::{GgmlType, GgufFile, TensorInfo};
+use distill_kernels::quant::BlockFormat;
+use half::{bf16, f16};
 use tch::{Device, Kind, Tensor};
 
-use super::{LoadedModel, assign_weights, check_config_fits};
+use super::{InferenceDtype, LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::llama::{Elements, NamedWeight, StoredMatrix};
+use crate::model::{CausalLm, CpuLlama, LlamaConfig, ModelConfig, Precision};
 
 /// Reads the model configuration from GGUF metadata (the `llama` architecture).
 pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
@@ -166,4 +171,185 @@ pub fn permute(w: &Tensor, heads: i64) -> Tensor {
     let shape = w.size();
     let half = shape[0] / heads / 2;
     w.reshape([heads, 2, half, -1]).transpose(1, 2).reshape(shape)
+}
+
+/// Loads a GGUF Llama for CPU inference as a [`CpuLlama`], its matrices kept as the file
+/// stores them (`Native`) or quantized to Q8_0 where stored in a float format (`Q8_0`), never
+/// widened to f32 on the way: it takes about the file's size in memory. Matrices of a type no
+/// kernel reads (Q5_1, Q2_K, Q3_K) are re-quantized to Q8_0; vectors (norms, biases) are f32.
+pub fn load_gguf_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> {
+    load_cpu(path, dtype).map_err(|e| match e {
+        Error::Gguf(source) if source.kind() != distill_gguf::ErrorKind::Io => Error::GgufFile {
+            path: path.into(),
+            source,
+        },
+        other => other,
+    })
+}
+
+fn load_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> {
+    let gguf = GgufFile::read_header(path)?;
+    let config = llama_config(&gguf)?;
+    config.validate().map_err(|reason| Error::Config {
+        path: path.into(),
+        reason,
+    })?;
+    check_config_fits(config.matrix_elements(), gguf.parameter_count(), path)?;
+    let mut file = gguf.open()?;
+    let (heads, kv_heads) = (config.num_attention_heads, config.kv_heads());
+    let mut weights = HashMap::new();
+    for info in gguf.tensors.iter().filter(|t| t.name != "rope_freqs.weight") {
+        let bad = |reason: String| Error::Weights {
+            path: path.into(),
+            reason,
+        };
+        let name = hf_name(&info.name).ok_or_else(|| bad(format!("unknown GGUF tensor `{}`", info.name)))?;
+        let heads = if name.contains("q_proj.") {
+            Some(heads)
+        } else if name.contains("k_proj.") {
+            Some(kv_heads)
+        } else {
+            None
+        };
+        let weight = match info.dims.as_slice() {
+            [_] => {
+                let mut v = gguf.read_f32(&mut file, info)?;
+                if let Some(heads) = heads {
+                    v = unpermute_rows(&v, heads as usize, 1);
+                }
+                NamedWeight::Vector(v)
+            }
+            &[cols, rows] => {
+                let (rows, cols) = (rows as usize, cols as usize);
+                let mut m = read_matrix(&gguf, &mut file, info, (rows, cols), dtype)?
+                    .ok_or_else(|| bad(format!("`{}` is not a whole number of blocks per row", info.name)))?;
+                if let Some(heads) = heads {
+                    m.elements = unpermute_matrix(m.elements, heads as usize, rows, cols);
+                }
+                NamedWeight::Matrix(m)
+            }
+            dims => return Err(bad(format!("`{}` has {} dimensions", info.name, dims.len()))),
+        };
+        weights.insert(name, weight);
+    }
+    let model = CpuLlama::from_weights(config.clone(), weights).map_err(|reason| Error::Weights {
+        path: path.into(),
+        reason,
+    })?;
+    Ok(LoadedModel {
+        vs: tch::nn::VarStore::new(Device::Cpu),
+        model: CausalLm::CpuLlama(model),
+        config: ModelConfig::Llama(config),
+        source: path.to_path_buf(),
+    })
+}
+
+/// The kernel format of a GGUF type, where a kernel reads it.
+fn block_format(kind: GgmlType) -> Option<BlockFormat> {
+    Some(match kind {
+        GgmlType::Q8_0 => BlockFormat::Q8_0,
+        GgmlType::Q4_0 => BlockFormat::Q4_0,
+        GgmlType::Q4_1 => BlockFormat::Q4_1,
+        GgmlType::Q5_0 => BlockFormat::Q5_0,
+        GgmlType::Q4_K => BlockFormat::Q4_K,
+        GgmlType::Q5_K => BlockFormat::Q5_K,
+        GgmlType::Q6_K => BlockFormat::Q6_K,
+        _ => return None,
+    })
+}
+
+/// One matrix of the file in the format `dtype` asks for; `None` when its rows are not whole
+/// Q8_0 blocks but it would have to be quantized.
+fn read_matrix(
+    gguf: &GgufFile,
+    file: &mut std::fs::File,
+    info: &TensorInfo,
+    (rows, cols): (usize, usize),
+    dtype: InferenceDtype,
+) -> Result<Option<StoredMatrix>> {
+    let native = dtype == InferenceDtype::Native;
+    let elements = match (info.kind, block_format(info.kind)) {
+        (_, Some(format)) if native || format == BlockFormat::Q8_0 => {
+            Elements::Blocks(format, gguf.read_tensor_bytes(file, info)?)
+        }
+        (GgmlType::F16, _) if native => {
+            let bytes = gguf.read_tensor_bytes(file, info)?;
+            Elements::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            )
+        }
+        (GgmlType::BF16, _) if native => {
+            let bytes = gguf.read_tensor_bytes(file, info)?;
+            Elements::Bf16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            )
+        }
+        (GgmlType::F32, _) if native => Elements::F32(gguf.read_f32(file, info)?),
+        _ => {
+            if !cols.is_multiple_of(32) {
+                return Ok(None);
+            }
+            let values = gguf.read_f32(file, info)?;
+            Elements::Blocks(BlockFormat::Q8_0, distill_gguf::quantize_q8_0(&values))
+        }
+    };
+    Ok(StoredMatrix::new(rows, cols, elements))
+}
+
+/// [`unpermute`] on rows of `width` items: within each head, llama.cpp's interleaved rotary
+/// halves back to HF's two blocks.
+fn unpermute_rows<T: Copy>(items: &[T], heads: usize, width: usize) -> Vec<T> {
+    let rows = items.len() / width;
+    let half = rows / heads / 2;
+    let mut out = Vec::with_capacity(items.len());
+    for h in 0..heads {
+        for t in 0..2 {
+            for i in 0..half {
+                let from = h * 2 * half + 2 * i + t;
+                out.extend_from_slice(&items[from * width..(from + 1) * width]);
+            }
+        }
+    }
+    out
+}
+
+/// [`unpermute_rows`] on a matrix's rows, whatever their format.
+fn unpermute_matrix(elements: Elements, heads: usize, rows: usize, cols: usize) -> Elements {
+    match elements {
+        Elements::F32(v) => Elements::F32(unpermute_rows(&v, heads, cols)),
+        Elements::F16(v) => Elements::F16(unpermute_rows(&v, heads, cols)),
+        Elements::Bf16(v) => Elements::Bf16(unpermute_rows(&v, heads, cols)),
+        Elements::Blocks(format, bytes) => {
+            let width = bytes.len() / rows;
+            Elements::Blocks(format, unpermute_rows(&bytes, heads, width))
+        }
+    }
+}
+
+/// Whether a GGUF file stores any matrix in quantized blocks (rather than f32, f16 or bf16).
+pub fn has_quantized_matrices(path: &Path) -> Result<bool> {
+    let gguf = GgufFile::read_header(path)?;
+    let float = |kind| matches!(kind, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+    Ok(gguf.tensors.iter().any(|t| t.dims.len() == 2 && !float(t.kind)))
+}
+
+/// The float precision a GGUF file stores its matrices in: f16 or bf16 where most are, else f32.
+pub fn stored_precision(path: &Path) -> Result<Precision> {
+    let gguf = GgufFile::read_header(path)?;
+    let matrices = gguf.tensors.iter().filter(|t| t.dims.len() == 2);
+    let count = |kind| matrices.clone().filter(|t| t.kind == kind).count();
+    let (f16, bf16, f32) = (count(GgmlType::F16), count(GgmlType::BF16), count(GgmlType::F32));
+    Ok(if f16 > f32.max(bf16) {
+        Precision::F16
+    } else if bf16 > f32 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    })
 }

@@ -257,3 +257,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
+
+/// The precision an HF directory's `config.json` says its weights are in (`torch_dtype`, or
+/// transformers 5's `dtype`): f16, bf16, or f32 when it names another or none.
+pub fn stored_precision(dir: &Path) -> crate::model::Precision {
+    use crate::model::Precision;
+    let config = read_json(&dir.join("config.json")).unwrap_or(Value::Null);
+    let dtype = config.get("torch_dtype").or_else(|| config.get("dtype"));
+    match dtype.and_then(Value::as_str) {
+        Some("float16") => Precision::F16,
+        Some("bfloat16") => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}

@@ -11,7 +11,39 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig, Precision};
+use distill_kernels::quant::BlockFormat;
+
+use crate::model::llama::{Elements, NamedWeight, StoredMatrix};
+use crate::model::{CausalLm, CpuLlama, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig, Precision};
+
+/// The weight format a model generates from (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InferenceDtype {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half precision (widened to f32 in registers on the CPU).
+    F16,
+    /// bfloat16 (likewise).
+    Bf16,
+    /// ggml's Q8_0 blocks, on the CPU: quantized at load unless stored so.
+    Q8_0,
+    /// As the checkpoint stores it: a GGUF's quantized blocks as they are (on the CPU), or
+    /// its float precision; an HF directory's `torch_dtype`.
+    Native,
+}
+
+impl std::fmt::Display for InferenceDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InferenceDtype::F32 => "f32",
+            InferenceDtype::F16 => "f16",
+            InferenceDtype::Bf16 => "bf16",
+            InferenceDtype::Q8_0 => "q8_0",
+            InferenceDtype::Native => "native",
+        })
+    }
+}
 
 /// A model with its variables and configuration.
 #[derive(Debug)]
@@ -88,6 +120,9 @@ impl LoadedModel {
     /// one (docs/benchmarks.md), so its matrices applied as `x · Wᵀ` are stored column-major.
     /// Names, shapes, values and saved files are unchanged; only the strides differ.
     pub fn prepare_for_generation(&mut self, precision: Precision) {
+        if let CausalLm::CpuLlama(_) = self.model {
+            return;
+        }
         if precision.kind() != Kind::Float {
             self.vs.set_kind(precision.kind());
         }
@@ -98,6 +133,7 @@ impl LoadedModel {
             match &mut self.model {
                 CausalLm::Llama(m) => m.fuse_projections(false),
                 CausalLm::Gpt2(m) => m.store_projections_for_decoding(),
+                CausalLm::CpuLlama(_) => {}
             }
             return;
         }
@@ -112,8 +148,80 @@ impl LoadedModel {
         }
     }
 
+    /// Loads a checkpoint for generation in `dtype`: as [`LoadedModel::load`] then
+    /// [`LoadedModel::prepare_for_generation`] for the float formats; as a [`CpuLlama`] for
+    /// `Q8_0` and, when the file holds quantized matrices, `Native` (see
+    /// [`gguf::load_gguf_cpu`]). An HF directory in `Native` takes the precision its
+    /// `config.json` names; in `Q8_0` it is loaded in f32 and then quantized.
+    pub fn load_for_inference(path: impl AsRef<Path>, device: Device, dtype: InferenceDtype) -> Result<Self> {
+        let path = path.as_ref();
+        let float = |precision: Precision| -> Result<Self> {
+            let mut model = Self::load(path, device)?;
+            model.prepare_for_generation(precision);
+            Ok(model)
+        };
+        let precision = match dtype {
+            InferenceDtype::F32 => return float(Precision::F32),
+            InferenceDtype::F16 => return float(Precision::F16),
+            InferenceDtype::Bf16 => return float(Precision::Bf16),
+            InferenceDtype::Native if path.is_dir() => return float(hf::stored_precision(path)),
+            _ if device != Device::Cpu => {
+                return Err(Error::Unsupported(format!(
+                    "{dtype} weights decode on the CPU only; use --dtype f16 or bf16 on {device:?}"
+                )));
+            }
+            InferenceDtype::Native if gguf::has_quantized_matrices(path)? => None,
+            InferenceDtype::Native => Some(gguf::stored_precision(path)?),
+            InferenceDtype::Q8_0 => None,
+        };
+        match precision {
+            Some(precision) => float(precision),
+            None if path.is_dir() => Self::load(path, device)?.into_cpu_llama(true),
+            None => gguf::load_gguf_cpu(path, dtype),
+        }
+    }
+
+    /// This Llama as a [`CpuLlama`], its matrices in f32 or, with `quantize`, in Q8_0 (those
+    /// whose rows are not whole blocks stay f32).
+    pub fn into_cpu_llama(self, quantize: bool) -> Result<Self> {
+        let config = self.llama_config("CPU-only decoding")?.clone();
+        let _guard = tch::no_grad_guard();
+        let mut weights = HashMap::new();
+        for (name, var) in self.vs.variables() {
+            let values = Vec::<f32>::try_from(var.to_kind(Kind::Float).flatten(0, -1))?;
+            let weight = match var.size().as_slice() {
+                &[rows, cols] => {
+                    let (rows, cols) = (rows as usize, cols as usize);
+                    let elements = if quantize && cols.is_multiple_of(32) {
+                        Elements::Blocks(BlockFormat::Q8_0, distill_gguf::quantize_q8_0(&values))
+                    } else {
+                        Elements::F32(values)
+                    };
+                    NamedWeight::Matrix(
+                        StoredMatrix::new(rows, cols, elements).expect("a variable's own shape"),
+                    )
+                }
+                _ => NamedWeight::Vector(values),
+            };
+            weights.insert(name, weight);
+        }
+        let model = CpuLlama::from_weights(config, weights).map_err(|reason| Error::Weights {
+            path: self.source.clone(),
+            reason,
+        })?;
+        Ok(Self {
+            vs: nn::VarStore::new(Device::Cpu),
+            model: CausalLm::CpuLlama(model),
+            config: self.config,
+            source: self.source,
+        })
+    }
+
     /// Total number of parameters.
     pub fn parameter_count(&self) -> u64 {
+        if let CausalLm::CpuLlama(m) = &self.model {
+            return m.parameter_count();
+        }
         self.vs
             .trainable_variables()
             .iter()

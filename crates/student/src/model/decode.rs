@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use distill_kernels::quant::{self, Blocks, Q8Input};
 use distill_kernels::{CacheLayout, Rows, attention};
 use rayon::ThreadPool;
 use tch::{Device, Kind, Tensor};
@@ -145,14 +146,36 @@ pub(super) fn f32_vector(t: &Tensor) -> Option<Cow<'_, [f32]>> {
     }
 }
 
-/// Row `r` of a `[rows, width]` matrix, widened into `out` (`width` floats).
-pub(super) fn copy_row(rows: Rows<'_>, r: usize, out: &mut [f32]) {
+/// A weight matrix as the decoder reads it: dense (f32, f16 or bf16) or in ggml's blocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Matrix<'m> {
+    /// Row-major elements.
+    Dense(Rows<'m>),
+    /// Rows of quantized blocks.
+    Blocks(Blocks<'m>),
+}
+
+impl<'m> From<Rows<'m>> for Matrix<'m> {
+    fn from(rows: Rows<'m>) -> Self {
+        Matrix::Dense(rows)
+    }
+}
+
+impl<'m> From<Blocks<'m>> for Matrix<'m> {
+    fn from(blocks: Blocks<'m>) -> Self {
+        Matrix::Blocks(blocks)
+    }
+}
+
+/// Row `r` of a `[rows, width]` matrix, widened (or dequantized) into `out` (`width` floats).
+pub(super) fn copy_row(matrix: Matrix<'_>, r: usize, out: &mut [f32]) {
     let width = out.len();
     let range = r * width..(r + 1) * width;
-    match rows {
-        Rows::F32(w) => out.copy_from_slice(&w[range]),
-        Rows::F16(w) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
-        Rows::Bf16(w) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
+    match matrix {
+        Matrix::Dense(Rows::F32(w)) => out.copy_from_slice(&w[range]),
+        Matrix::Dense(Rows::F16(w)) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
+        Matrix::Dense(Rows::Bf16(w)) => out.iter_mut().zip(&w[range]).for_each(|(o, v)| *o = v.to_f32()),
+        Matrix::Blocks(blocks) => blocks.dequantize_row(r, out),
     }
 }
 
@@ -185,39 +208,46 @@ fn raw_elements(t: &Tensor) -> &[f32] {
 /// single-sequence one in another (faster for one sequence). Decoding batch-invariantly keeps
 /// the batched order for a lone sequence, so a sequence's logits do not depend on how many
 /// others share its steps.
+///
+/// Products over quantized blocks quantize their inputs first, into `quantized`.
 #[derive(Debug, Default)]
 pub(super) struct BatchProducts {
     tmp: Vec<f32>,
+    quantized: Q8Input,
     pub(super) batch_invariant: bool,
 }
 
-/// A linear layer: a row-major `[rows, cols]` weight (f32, f16 or bf16) and a bias.
+/// A linear layer: a row-major `[rows, cols]` weight and a bias.
 pub(super) struct Linear<'m> {
-    pub(super) weight: Rows<'m>,
+    pub(super) weight: Matrix<'m>,
     pub(super) bias: Option<Cow<'m, [f32]>>,
     pub(super) rows: usize,
 }
 
 impl<'m> Linear<'m> {
     /// From a weight `[rows, cols]` (row-major elements) and an optional bias.
-    pub(super) fn new(weight: Rows<'m>, rows: i64, bias: Option<&'m Tensor>) -> Option<Self> {
+    pub(super) fn new(weight: impl Into<Matrix<'m>>, rows: i64, bias: Option<&'m Tensor>) -> Option<Self> {
         let bias = match bias {
             Some(b) => Some(f32_vector(b)?),
             None => None,
         };
         Some(Self {
-            weight,
+            weight: weight.into(),
             bias,
             rows: usize::try_from(rows).ok()?,
         })
     }
 
     /// `y = W x + b`.
-    pub(super) fn apply(&self, x: &[f32], y: &mut [f32]) {
+    pub(super) fn apply(&self, x: &[f32], y: &mut [f32], products: &mut BatchProducts) {
         match self.weight {
-            Rows::F32(w) => distill_kernels::matvec(w, x, y),
-            Rows::F16(w) => distill_kernels::matvec(w, x, y),
-            Rows::Bf16(w) => distill_kernels::matvec(w, x, y),
+            Matrix::Dense(Rows::F32(w)) => distill_kernels::matvec(w, x, y),
+            Matrix::Dense(Rows::F16(w)) => distill_kernels::matvec(w, x, y),
+            Matrix::Dense(Rows::Bf16(w)) => distill_kernels::matvec(w, x, y),
+            Matrix::Blocks(w) => {
+                products.quantized.quantize(x, 1);
+                quant::matvec(w, &products.quantized, y);
+            }
         }
         if let Some(bias) = &self.bias {
             distill_kernels::add_assign(y, bias);
@@ -236,14 +266,18 @@ impl<'m> Linear<'m> {
     ) {
         let width = ys.len() / batch;
         if batch == 1 && !products.batch_invariant {
-            return self.apply(xs, &mut ys[offset..offset + self.rows]);
+            return self.apply(xs, &mut ys[offset..offset + self.rows], products);
         }
         let tmp = &mut products.tmp;
         tmp.resize(self.rows * batch, 0.0);
         match self.weight {
-            Rows::F32(w) => distill_kernels::matmat(w, xs, batch, tmp),
-            Rows::F16(w) => distill_kernels::matmat(w, xs, batch, tmp),
-            Rows::Bf16(w) => distill_kernels::matmat(w, xs, batch, tmp),
+            Matrix::Dense(Rows::F32(w)) => distill_kernels::matmat(w, xs, batch, tmp),
+            Matrix::Dense(Rows::F16(w)) => distill_kernels::matmat(w, xs, batch, tmp),
+            Matrix::Dense(Rows::Bf16(w)) => distill_kernels::matmat(w, xs, batch, tmp),
+            Matrix::Blocks(w) => {
+                products.quantized.quantize(xs, batch);
+                quant::matmat(w, &products.quantized, tmp);
+            }
         }
         for (b, y) in ys.chunks_exact_mut(width).enumerate() {
             let y = &mut y[offset..offset + self.rows];
@@ -370,9 +404,9 @@ impl Sequences {
         before
     }
 
-    /// One step on the pool: `decode(tokens, positions, caches)` with each sequence's new
-    /// token (checked against `vocab`) and position, and each layer's caches; then every
-    /// sequence moves on one position.
+    /// One step on the pool: `decode(rows, caches)` with each sequence's new token (checked
+    /// against `vocab`), position and index, and each layer's caches; then every sequence
+    /// moves on one position.
     ///
     /// # Panics
     /// If a token is outside the vocabulary, or there is not one per sequence.
@@ -380,34 +414,108 @@ impl Sequences {
         &mut self,
         tokens: &[i64],
         vocab: usize,
-        decode: impl FnOnce(&[usize], &[usize], &mut [Vec<RowCache>]) + Send,
+        decode: impl FnOnce(StepRows<'_>, &mut [Vec<RowCache>]) + Send,
     ) {
         assert_eq!(tokens.len(), self.count(), "one token per sequence");
-        let tokens: Vec<usize> = tokens
-            .iter()
-            .map(|&t| match usize::try_from(t) {
-                Ok(t) if t < vocab => t,
-                _ => panic!("token {t} is outside the vocabulary"),
-            })
-            .collect();
-        let Self {
-            cache,
-            positions,
-            pool,
-            ..
-        } = self;
-        pool.install(|| decode(&tokens, positions, cache));
+        let tokens = checked_tokens(tokens, vocab);
+        let owners: Vec<usize> = (0..tokens.len()).collect();
+        let positions = self.positions.clone();
+        self.run(
+            StepRows {
+                tokens: &tokens,
+                positions: &positions,
+                owners: &owners,
+            },
+            decode,
+        );
         for p in &mut self.positions {
             *p += 1;
         }
     }
+
+    /// Appends `tokens` to sequence `seq` in one pass on the pool (a prefill): `decode(rows,
+    /// caches)` with the tokens as rows of that sequence at successive positions, each of
+    /// which attends to the ones before it.
+    ///
+    /// # Panics
+    /// If a token is outside the vocabulary, or `seq` is not a sequence.
+    pub(super) fn extend(
+        &mut self,
+        seq: usize,
+        tokens: &[i64],
+        vocab: usize,
+        decode: impl FnOnce(StepRows<'_>, &mut [Vec<RowCache>]) + Send,
+    ) {
+        let tokens = checked_tokens(tokens, vocab);
+        let start = self.positions[seq];
+        let positions: Vec<usize> = (start..start + tokens.len()).collect();
+        let owners = vec![seq; tokens.len()];
+        self.run(
+            StepRows {
+                tokens: &tokens,
+                positions: &positions,
+                owners: &owners,
+            },
+            decode,
+        );
+        self.positions[seq] += tokens.len();
+    }
+
+    fn run(&mut self, rows: StepRows<'_>, decode: impl FnOnce(StepRows<'_>, &mut [Vec<RowCache>]) + Send) {
+        let Self { cache, pool, .. } = self;
+        pool.install(|| decode(rows, cache));
+    }
+
+    /// Sequence `seq`'s cache as libtorch tensors, one `[1, heads, positions, head_dim]` key
+    /// and value pair per layer, with `pad` zero positions on the left.
+    pub(super) fn export(&self, seq: usize, head_dim: usize, pad: usize) -> Vec<(Tensor, Tensor)> {
+        let as_tensor = |rows: &[f32]| {
+            let heads = (self.row / head_dim) as i64;
+            let t = Tensor::from_slice(rows)
+                .view([-1, heads, head_dim as i64])
+                .transpose(0, 1);
+            let zeros = Tensor::zeros([heads, pad as i64, head_dim as i64], (Kind::Float, Device::Cpu));
+            Tensor::cat(&[&zeros, &t], 1).unsqueeze(0)
+        };
+        self.cache
+            .iter()
+            .map(|layer| {
+                let (keys, values) = &layer[seq];
+                (as_tensor(keys), as_tensor(values))
+            })
+            .collect()
+    }
 }
 
-/// Attention of each sequence's new position: appends its key and value (from its row of
-/// `qkv`, laid out `[q (q_width) | k (kv_width) | v (kv_width)]`) to its cache, and writes
-/// its output to its `q_width` floats of `out`. `scores` is scratch.
+/// The rows of one pass of a decoder: each row's token, position, and the sequence it extends.
+#[derive(Clone, Copy)]
+pub(super) struct StepRows<'a> {
+    pub(super) tokens: &'a [usize],
+    pub(super) positions: &'a [usize],
+    pub(super) owners: &'a [usize],
+}
+
+/// The tokens as indices, checked against the vocabulary.
+///
+/// # Panics
+/// If a token is outside the vocabulary.
+fn checked_tokens(tokens: &[i64], vocab: usize) -> Vec<usize> {
+    tokens
+        .iter()
+        .map(|&t| match usize::try_from(t) {
+            Ok(t) if t < vocab => t,
+            _ => panic!("token {t} is outside the vocabulary"),
+        })
+        .collect()
+}
+
+/// Attention of each row's new position: appends its key and value (from its row of `qkv`,
+/// laid out `[q (q_width) | k (kv_width) | v (kv_width)]`) to the cache of the sequence it
+/// extends (`owners`), and writes its output to its `q_width` floats of `out`. Rows of one
+/// sequence come in order, so each attends to the ones before it. `scores` is scratch.
 pub(super) fn attend_rows(
-    rows: &mut [RowCache],
+    caches: &mut [RowCache],
+    owners: &[usize],
     qkv: &[f32],
     (q_width, kv_width, head_dim): (usize, usize, usize),
     scores: &mut Vec<f32>,
@@ -415,7 +523,8 @@ pub(super) fn attend_rows(
 ) {
     let row_width = q_width + 2 * kv_width;
     let per_row = qkv.chunks_exact(row_width).zip(out.chunks_exact_mut(q_width));
-    for ((keys, values), (qkv, out)) in rows.iter_mut().zip(per_row) {
+    for (&owner, (qkv, out)) in owners.iter().zip(per_row) {
+        let (keys, values) = &mut caches[owner];
         let (q, kv) = qkv.split_at(q_width);
         let (k, v) = kv.split_at(kv_width);
         keys.extend_from_slice(k);

@@ -11,7 +11,9 @@ use tch::{Kind, Tensor, nn};
 
 use super::{ForwardInput, KvCache};
 
+mod cpu;
 mod decode;
+pub use cpu::{CpuLlama, Elements, NamedWeight, StoredMatrix};
 pub(crate) use decode::LlamaDecoder;
 
 /// `config.json` as transformers writes it for `LlamaForCausalLM` (4.x and 5.x).

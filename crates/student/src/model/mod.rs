@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 pub(crate) use decode::{CpuDecoder, retain_rows};
 pub use gpt2::{Gpt2, Gpt2Config};
-pub use llama::{Llama, LlamaConfig};
+pub use llama::{CpuLlama, Llama, LlamaConfig};
 
 /// The configuration of a model of any supported architecture, as its `config.json` holds it.
 // One value per loaded model: boxing the larger variant would only add an indirection.
@@ -173,6 +173,22 @@ impl KvCache {
         Self { layers, len: width }
     }
 
+    /// Replaces what the cache holds with the caches of each row's sequence, `rows[b][layer]`
+    /// (each `[1, heads, width, head_dim]`), stacked; `width` positions in all.
+    pub(crate) fn replace(&mut self, rows: Vec<Vec<(Tensor, Tensor)>>, width: i64) {
+        if rows.is_empty() {
+            return;
+        }
+        for (layer, (keys, values)) in self.layers.iter_mut().enumerate() {
+            let (k, v): (Vec<Tensor>, Vec<Tensor>) = rows
+                .iter()
+                .map(|r| (r[layer].0.shallow_clone(), r[layer].1.shallow_clone()))
+                .unzip();
+            (*keys, *values) = (Tensor::cat(&k, 0), Tensor::cat(&v, 0));
+        }
+        self.len = width;
+    }
+
     /// Keeps only the batch rows in `rows` (for dropping finished sequences).
     pub fn select_rows(&mut self, rows: &Tensor) {
         for (k, v) in &mut self.layers {
@@ -207,6 +223,8 @@ pub enum CausalLm {
     Llama(Llama),
     /// GPT-2 family.
     Gpt2(Gpt2),
+    /// Llama family, held for CPU inference only (quantized weights; not trainable).
+    CpuLlama(CpuLlama),
 }
 
 impl CausalLm {
@@ -215,6 +233,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.forward(input, cache),
             CausalLm::Gpt2(m) => m.forward(input, cache),
+            CausalLm::CpuLlama(m) => m.forward(input, cache),
         }
     }
 
@@ -224,6 +243,11 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.forward_rows(input, rows),
             CausalLm::Gpt2(m) => m.forward_rows(input, rows),
+            CausalLm::CpuLlama(m) => {
+                let logits = m.forward(input, None);
+                let vocab = logits.size()[2];
+                logits.reshape([-1, vocab]).index_select(0, rows)
+            }
         }
     }
 
@@ -248,6 +272,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => llama::LlamaDecoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Llama),
             CausalLm::Gpt2(m) => gpt2::Gpt2Decoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Gpt2),
+            CausalLm::CpuLlama(m) => m.decoder(cache, lens, new_tokens).map(CpuDecoder::Llama),
         }
     }
 
@@ -256,6 +281,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.config().num_hidden_layers as usize,
             CausalLm::Gpt2(m) => m.config().n_layer as usize,
+            CausalLm::CpuLlama(m) => m.config().num_hidden_layers as usize,
         }
     }
 
@@ -263,7 +289,7 @@ impl CausalLm {
     /// rotary positions (Llama) have no hard limit.
     pub fn max_positions(&self) -> Option<usize> {
         match self {
-            CausalLm::Llama(_) => None,
+            CausalLm::Llama(_) | CausalLm::CpuLlama(_) => None,
             CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).ok(),
         }
     }
@@ -274,6 +300,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
             CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).unwrap_or(0),
+            CausalLm::CpuLlama(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
         }
     }
 
@@ -282,6 +309,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.device(),
             CausalLm::Gpt2(m) => m.device(),
+            CausalLm::CpuLlama(m) => m.device(),
         }
     }
 
@@ -290,6 +318,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.config().vocab_size,
             CausalLm::Gpt2(m) => m.config().vocab_size,
+            CausalLm::CpuLlama(m) => m.config().vocab_size,
         }
     }
 }

@@ -173,19 +173,26 @@ impl<'m> Gpt2Decoder<'m> {
             scratch: s,
             ..
         } = self;
-        sequences.step(tokens, *vocab, |tokens, positions, cache| {
-            for (b, (&token, &position)) in tokens.iter().zip(positions).enumerate() {
+        sequences.step(tokens, *vocab, |rows, cache| {
+            for (b, (&token, &position)) in rows.tokens.iter().zip(rows.positions).enumerate() {
                 assert!(position < *max_positions, "GPT-2 has no position {position}");
                 let x = &mut s.x[b * w..(b + 1) * w];
                 x.copy_from_slice(&wte[token * w..(token + 1) * w]);
                 add_assign(x, &wpe[position * w..(position + 1) * w]);
             }
-            for (layer, rows) in layers.iter().zip(cache.iter_mut()) {
+            for (layer, caches) in layers.iter().zip(cache.iter_mut()) {
                 norm_rows(&s.x, layer.ln_1, eps, &mut s.normed);
                 layer
                     .c_attn
                     .apply_batch(&s.normed, n, &mut s.qkv, 0, &mut s.products);
-                attend_rows(rows, &s.qkv, (w, w, w / heads), &mut s.scores, &mut s.attention);
+                attend_rows(
+                    caches,
+                    rows.owners,
+                    &s.qkv,
+                    (w, w, w / heads),
+                    &mut s.scores,
+                    &mut s.attention,
+                );
                 layer
                     .attn_proj
                     .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.products);

@@ -1,15 +1,16 @@
-//! One decode step of a Llama on the CPU in f32 (see `model::decode`).
+//! One decode step of a Llama on the CPU (see `model::decode`), and the prefill of a
+//! [`CpuLlama`](super::CpuLlama), whose weights only these kernels read.
+
+use std::borrow::Cow;
 
 use tch::{Tensor, nn};
 
-use super::{Attention, Llama, Mlp};
+use super::{Attention, Llama, LlamaConfig, Mlp};
 use crate::model::KvCache;
-use std::borrow::Cow;
-
 use crate::model::decode::{
-    BatchProducts, Linear, RowCache, Sequences, Stacked, attend_rows, copy_row, f32_vector, weight_elements,
+    BatchProducts, Linear, Matrix, RowCache, Sequences, Stacked, StepRows, attend_rows, copy_row, f32_vector,
+    weight_elements,
 };
-use distill_kernels::Rows;
 use distill_kernels::{add_assign, rms_norm, rotate_heads, silu_mul};
 
 /// A linear layer with HF's `[out, in]` weight.
@@ -33,13 +34,14 @@ fn stacked<'m>(fused: &'m Option<(Tensor, Option<Tensor>)>, parts: &[&'m nn::Lin
     }
 }
 
-struct Layer<'m> {
-    input_norm: Cow<'m, [f32]>,
-    qkv: Stacked<'m>,
-    o: Linear<'m>,
-    post_norm: Cow<'m, [f32]>,
-    gate_up: Stacked<'m>,
-    down: Linear<'m>,
+/// One block's weights, as the decoder reads them.
+pub(in crate::model) struct Layer<'m> {
+    pub(in crate::model) input_norm: Cow<'m, [f32]>,
+    pub(in crate::model) qkv: Stacked<'m>,
+    pub(in crate::model) o: Linear<'m>,
+    pub(in crate::model) post_norm: Cow<'m, [f32]>,
+    pub(in crate::model) gate_up: Stacked<'m>,
+    pub(in crate::model) down: Linear<'m>,
 }
 
 impl<'m> Layer<'m> {
@@ -69,6 +71,14 @@ impl<'m> Layer<'m> {
     }
 }
 
+/// The weights a decoder reads, borrowed from a model.
+pub(in crate::model) struct Weights<'m> {
+    pub(in crate::model) embed: Matrix<'m>,
+    pub(in crate::model) layers: Vec<Layer<'m>>,
+    pub(in crate::model) norm: Cow<'m, [f32]>,
+    pub(in crate::model) head: Linear<'m>,
+}
+
 /// Shapes of the model, as element counts.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -81,7 +91,22 @@ struct Dims {
     eps: f32,
 }
 
-/// Buffers one step writes, allocated once: a row per sequence.
+impl Dims {
+    fn new(c: &LlamaConfig) -> Option<Self> {
+        Some(Self {
+            hidden: usize::try_from(c.hidden_size).ok()?,
+            intermediate: usize::try_from(c.intermediate_size).ok()?,
+            vocab: usize::try_from(c.vocab_size).ok()?,
+            heads: usize::try_from(c.num_attention_heads).ok()?,
+            kv_heads: usize::try_from(c.kv_heads()).ok()?,
+            head_dim: usize::try_from(c.head_width()).ok()?,
+            eps: c.rms_norm_eps as f32,
+        })
+    }
+}
+
+/// Buffers one pass writes, allocated once: a row per token of the pass.
+#[derive(Default)]
 struct Scratch {
     x: Vec<f32>,
     normed: Vec<f32>,
@@ -97,14 +122,35 @@ struct Scratch {
     products: BatchProducts,
 }
 
-/// Decodes sequences of a [`Llama`] on the CPU in f32: a step takes the newest token of each
-/// and gives the logits of the next ones.
+impl Scratch {
+    /// Sizes every per-row buffer for `n` rows.
+    fn fit(&mut self, d: Dims, n: usize) {
+        let widths = [
+            (&mut self.x, d.hidden),
+            (&mut self.normed, d.hidden),
+            (&mut self.qkv, (d.heads + 2 * d.kv_heads) * d.head_dim),
+            (&mut self.attention, d.heads * d.head_dim),
+            (&mut self.projected, d.hidden),
+            (&mut self.gate_up, 2 * d.intermediate),
+            (&mut self.activated, d.intermediate),
+            (&mut self.cos, d.head_dim / 2),
+            (&mut self.sin, d.head_dim / 2),
+            (&mut self.logits, d.vocab),
+        ];
+        for (buffer, width) in widths {
+            buffer.resize(n * width, 0.0);
+        }
+    }
+}
+
+/// Prompt tokens per prefill pass: each weight row is read once for all of them.
+const PREFILL_CHUNK: usize = 32;
+
+/// Decodes sequences of a [`Llama`] or a [`CpuLlama`](super::CpuLlama) on the CPU: a step
+/// takes the newest token of each and gives the logits of the next ones.
 pub(crate) struct LlamaDecoder<'m> {
     dims: Dims,
-    embed: Rows<'m>,
-    layers: Vec<Layer<'m>>,
-    norm: Cow<'m, [f32]>,
-    head: Linear<'m>,
+    weights: Weights<'m>,
     inv_freq: Vec<f32>,
     /// Cached positions are `kv_heads · head_dim` floats wide.
     sequences: Sequences,
@@ -113,49 +159,45 @@ pub(crate) struct LlamaDecoder<'m> {
 
 impl<'m> LlamaDecoder<'m> {
     /// A decoder continuing the left-padded sequences whose prefixes `cache` holds (`lens[b]`
-    /// real tokens in row `b`), or `None` when the model is not an f32 CPU model with contiguous
+    /// real tokens in row `b`), or `None` when the model is not a CPU model with contiguous
     /// row-major weights. `new_tokens` is how many more each may get (a hint for allocation).
     pub(crate) fn new(model: &'m Llama, cache: &KvCache, lens: &[usize], new_tokens: usize) -> Option<Self> {
         let c = &model.config;
-        let dims = Dims {
-            hidden: usize::try_from(c.hidden_size).ok()?,
-            intermediate: usize::try_from(c.intermediate_size).ok()?,
-            vocab: usize::try_from(c.vocab_size).ok()?,
-            heads: usize::try_from(c.num_attention_heads).ok()?,
-            kv_heads: usize::try_from(c.kv_heads()).ok()?,
-            head_dim: usize::try_from(c.head_width()).ok()?,
-            eps: c.rms_norm_eps as f32,
-        };
         let layers = model.layers.iter().map(Layer::new).collect::<Option<Vec<_>>>()?;
-        let embed = weight_elements(&model.embed_tokens.ws)?;
+        let embed = Matrix::from(weight_elements(&model.embed_tokens.ws)?);
         let head = match &model.lm_head {
             Some(head) => linear(head)?,
             None => Linear::new(embed, c.vocab_size, None)?,
         };
-        let longest = lens.iter().max().copied().unwrap_or(0);
-        let room = new_tokens.min(usize::try_from(c.max_position_embeddings).unwrap_or(0).max(1));
-        let sequences = Sequences::new(cache, lens, dims.kv_heads * dims.head_dim, room)?;
-        let n = lens.len();
-        let scratch = Scratch {
-            x: vec![0.0; n * dims.hidden],
-            normed: vec![0.0; n * dims.hidden],
-            qkv: vec![0.0; n * (dims.heads + 2 * dims.kv_heads) * dims.head_dim],
-            attention: vec![0.0; n * dims.heads * dims.head_dim],
-            projected: vec![0.0; n * dims.hidden],
-            gate_up: vec![0.0; n * 2 * dims.intermediate],
-            activated: vec![0.0; n * dims.intermediate],
-            scores: Vec::with_capacity(dims.heads * (longest + room)),
-            cos: vec![0.0; n * dims.head_dim / 2],
-            sin: vec![0.0; n * dims.head_dim / 2],
-            logits: vec![0.0; n * dims.vocab],
-            products: BatchProducts::default(),
-        };
-        Some(Self {
-            dims,
+        let weights = Weights {
             embed,
             layers,
             norm: f32_vector(&model.norm.weight)?,
             head,
+        };
+        Self::with_weights(c, weights, cache, lens, new_tokens)
+    }
+
+    /// A decoder over `weights` of a model configured by `c` (see [`LlamaDecoder::new`]).
+    pub(in crate::model) fn with_weights(
+        c: &LlamaConfig,
+        weights: Weights<'m>,
+        cache: &KvCache,
+        lens: &[usize],
+        new_tokens: usize,
+    ) -> Option<Self> {
+        let dims = Dims::new(c)?;
+        let longest = lens.iter().max().copied().unwrap_or(0);
+        let room = new_tokens.min(usize::try_from(c.max_position_embeddings).unwrap_or(0).max(1));
+        let sequences = Sequences::new(cache, lens, dims.kv_heads * dims.head_dim, room)?;
+        let mut scratch = Scratch {
+            scores: Vec::with_capacity(dims.heads * (longest + room)),
+            ..Scratch::default()
+        };
+        scratch.fit(dims, lens.len());
+        Some(Self {
+            dims,
+            weights,
             inv_freq: c.inverse_frequencies().iter().map(|&f| f as f32).collect(),
             sequences,
             scratch,
@@ -203,40 +245,83 @@ impl<'m> LlamaDecoder<'m> {
     pub(crate) fn step(&mut self, tokens: &[i64]) -> &[f32] {
         let Self {
             dims,
-            embed,
-            layers,
-            norm,
-            head,
+            weights,
             inv_freq,
             sequences,
-            scratch: s,
+            scratch,
         } = self;
-        let (h, half, n) = (dims.hidden, inv_freq.len(), tokens.len());
-        sequences.step(tokens, dims.vocab, |tokens, positions, cache| {
-            for (b, (&token, &position)) in tokens.iter().zip(positions).enumerate() {
-                copy_row(*embed, token, &mut s.x[b * h..(b + 1) * h]);
-                for (i, &f) in inv_freq.iter().enumerate() {
-                    let angle = position as f32 * f;
-                    (s.cos[b * half + i], s.sin[b * half + i]) = (angle.cos(), angle.sin());
-                }
-            }
-            for (layer, rows) in layers.iter().zip(cache.iter_mut()) {
-                attention_block(*dims, layer, rows, s);
-                mlp_block(*dims, layer, s);
-            }
-            for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
-                rms_norm(x, norm, dims.eps, normed);
-            }
-            head.apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.products);
+        scratch.fit(*dims, tokens.len());
+        sequences.step(tokens, dims.vocab, |rows, cache| {
+            pass(*dims, weights, inv_freq, rows, cache, scratch)
         });
         &self.scratch.logits
     }
+
+    /// Appends `tokens` to sequence `seq` (a prefill), a chunk of them per pass, and returns
+    /// the logits that follow each, `[tokens, vocab]` row after row.
+    ///
+    /// # Panics
+    /// If a token is outside the vocabulary, or `seq` is not a sequence.
+    pub(in crate::model) fn extend(&mut self, seq: usize, tokens: &[i64]) -> Vec<f32> {
+        let Self {
+            dims,
+            weights,
+            inv_freq,
+            sequences,
+            scratch,
+        } = self;
+        let mut logits = Vec::with_capacity(tokens.len() * dims.vocab);
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            scratch.fit(*dims, chunk.len());
+            sequences.extend(seq, chunk, dims.vocab, |rows, cache| {
+                pass(*dims, weights, inv_freq, rows, cache, scratch)
+            });
+            logits.extend_from_slice(&scratch.logits);
+        }
+        scratch.fit(*dims, sequences.count());
+        logits
+    }
+
+    /// Sequence `seq`'s cache as libtorch tensors (see [`Sequences::export`]).
+    pub(in crate::model) fn export(&self, seq: usize, pad: usize) -> Vec<(Tensor, Tensor)> {
+        self.sequences.export(seq, self.dims.head_dim, pad)
+    }
 }
 
-/// `x += o_proj(attention(input_layernorm(x)))` for each sequence, appending this position's
-/// key and value to its cache.
-fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Scratch) {
-    let n = rows.len();
+/// One pass over `rows` (one token each): embeds them, runs every block and the head, and
+/// leaves the logits in `s.logits`.
+fn pass(
+    dims: Dims,
+    weights: &Weights<'_>,
+    inv_freq: &[f32],
+    rows: StepRows<'_>,
+    cache: &mut [Vec<RowCache>],
+    s: &mut Scratch,
+) {
+    let (h, half, n) = (dims.hidden, inv_freq.len(), rows.tokens.len());
+    for (b, (&token, &position)) in rows.tokens.iter().zip(rows.positions).enumerate() {
+        copy_row(weights.embed, token, &mut s.x[b * h..(b + 1) * h]);
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let angle = position as f32 * f;
+            (s.cos[b * half + i], s.sin[b * half + i]) = (angle.cos(), angle.sin());
+        }
+    }
+    for (layer, caches) in weights.layers.iter().zip(cache.iter_mut()) {
+        attention_block(dims, layer, caches, rows.owners, s);
+        mlp_block(dims, layer, s);
+    }
+    for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
+        rms_norm(x, &weights.norm, dims.eps, normed);
+    }
+    weights
+        .head
+        .apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.products);
+}
+
+/// `x += o_proj(attention(input_layernorm(x)))` for each row, appending its key and value to
+/// its sequence's cache.
+fn attention_block(d: Dims, layer: &Layer<'_>, caches: &mut [RowCache], owners: &[usize], s: &mut Scratch) {
+    let n = owners.len();
     let (h, half) = (d.hidden, d.head_dim / 2);
     for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
         rms_norm(x, &layer.input_norm, d.eps, normed);
@@ -249,14 +334,14 @@ fn attention_block(d: Dims, layer: &Layer<'_>, rows: &mut [RowCache], s: &mut Sc
         rotate_heads(&mut qkv[..q_width + kv_width], cos, sin);
     }
     let widths = (q_width, kv_width, d.head_dim);
-    attend_rows(rows, &s.qkv, widths, &mut s.scores, &mut s.attention);
+    attend_rows(caches, owners, &s.qkv, widths, &mut s.scores, &mut s.attention);
     layer
         .o
         .apply_batch(&s.attention, n, &mut s.projected, 0, &mut s.products);
     add_assign(&mut s.x, &s.projected);
 }
 
-/// `x += down(silu(gate(n)) ⊙ up(n))` with `n = post_attention_layernorm(x)`, for each sequence.
+/// `x += down(silu(gate(n)) ⊙ up(n))` with `n = post_attention_layernorm(x)`, for each row.
 fn mlp_block(d: Dims, layer: &Layer<'_>, s: &mut Scratch) {
     let (h, i) = (d.hidden, d.intermediate);
     let n = s.x.len() / h;
