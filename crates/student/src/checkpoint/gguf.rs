@@ -53,8 +53,12 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
 
 /// Loads a GGUF model onto `device` in f32.
 pub fn load_gguf(path: &Path, device: Device) -> Result<LoadedModel> {
-    load(path, device).map_err(|e| match e {
-        // An I/O error names the file already.
+    naming_the_file(path, load(path, device))
+}
+
+/// A GGUF error with the file's path (an I/O error names the file already).
+fn naming_the_file<T>(path: &Path, result: Result<T>) -> Result<T> {
+    result.map_err(|e| match e {
         Error::Gguf(source) if source.kind() != distill_gguf::ErrorKind::Io => Error::GgufFile {
             path: path.into(),
             source,
@@ -178,13 +182,7 @@ pub fn permute(w: &Tensor, heads: i64) -> Tensor {
 /// widened to f32 on the way: it takes about the file's size in memory. Matrices of a type no
 /// kernel reads (Q5_1, Q2_K, Q3_K) are re-quantized to Q8_0; vectors (norms, biases) are f32.
 pub fn load_gguf_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> {
-    load_cpu(path, dtype).map_err(|e| match e {
-        Error::Gguf(source) if source.kind() != distill_gguf::ErrorKind::Io => Error::GgufFile {
-            path: path.into(),
-            source,
-        },
-        other => other,
-    })
+    naming_the_file(path, load_cpu(path, dtype))
 }
 
 fn load_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> {
