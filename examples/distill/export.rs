@@ -40,7 +40,8 @@ pub enum Quant {
     F32,
     /// 16-bit floats.
     F16,
-    /// llama.cpp's 8-bit blocks.
+    /// llama.cpp's 8-bit blocks (named as llama.cpp and `--dtype` name them).
+    #[value(name = "q8_0", alias = "q8-0")]
     Q8_0,
 }
 
