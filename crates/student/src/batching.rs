@@ -176,7 +176,7 @@ fn forward_last(model: &CausalLm, ids: &[i64], cache: &mut KvCache) -> Result<Ve
         input_ids: &ids,
         attention_mask: None,
     };
-    let logits = model.forward(&input, Some(cache)).select(1, -1);
+    let logits = model.forward_last(&input, Some(cache));
     Ok(Vec::<f32>::try_from(
         logits.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1),
     )?)

@@ -108,7 +108,7 @@ pub fn generate(
                     input_ids: &input,
                     attention_mask: attention.as_ref(),
                 };
-                model.forward(&forward, Some(&mut cache)).select(1, -1)
+                model.forward_last(&forward, Some(&mut cache))
             }
         };
         let next = pick(&logits, config);
@@ -136,6 +136,8 @@ pub fn generate(
             decoder = model.cpu_decoder(&cache, &lens, config.max_new_tokens);
             if let Some(decoder) = decoder.as_mut() {
                 decoder.set_batch_invariant(config.batch_invariant);
+                // The decoder holds its own copy of the prompts' keys and values.
+                cache = KvCache::new(model.layer_count());
             }
             if device == Device::Cpu && (decoder.is_some() || batch == 1) {
                 threads = Some(SingleThreaded::enter());
@@ -192,7 +194,7 @@ fn prefill_one_by_one(model: &CausalLm, prompts: &[Vec<i64>], device: Device) ->
                 input_ids: &ids,
                 attention_mask: None,
             };
-            let last = model.forward(&forward, Some(&mut cache)).select(1, -1);
+            let last = model.forward_last(&forward, Some(&mut cache));
             caches.push(cache);
             last
         })

@@ -41,23 +41,32 @@ impl Pretrained {
     /// Loads a `.gguf` file or an HF directory, with its tokenizer, onto `device`.
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
-        Self::with_tokenizer(path, LoadedModel::load(path, device)?)
+        let tokenizer = Self::tokenizer(path)?;
+        Ok(Self {
+            model: LoadedModel::load(path, device)?,
+            tokenizer,
+        })
     }
 
     /// Loads a `.gguf` file or an HF directory, with its tokenizer, onto `device`, ready to
     /// generate from weights in `dtype` (see [`LoadedModel::load_for_inference`]).
     pub fn load_for_inference(path: impl AsRef<Path>, device: Device, dtype: InferenceDtype) -> Result<Self> {
         let path = path.as_ref();
-        Self::with_tokenizer(path, LoadedModel::load_for_inference(path, device, dtype)?)
+        let tokenizer = Self::tokenizer(path)?;
+        Ok(Self {
+            model: LoadedModel::load_for_inference(path, device, dtype)?,
+            tokenizer,
+        })
     }
 
-    fn with_tokenizer(path: &Path, model: LoadedModel) -> Result<Self> {
-        let tokenizer = if path.is_dir() {
+    /// The tokenizer of a `.gguf` file or an HF directory. Read before the weights: what
+    /// building it frees is then reused by the weights instead of adding to the peak.
+    fn tokenizer(path: &Path) -> Result<Tokenizer> {
+        Ok(if path.is_dir() {
             Tokenizer::from_hf_dir(path)?
         } else {
             Tokenizer::from_gguf_file(path)?
-        };
-        Ok(Self { model, tokenizer })
+        })
     }
 
     /// Readies the weights for generation in `precision` (see [`LoadedModel::prepare_for_generation`]).

@@ -40,7 +40,9 @@ struct Step {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/llama_cpp")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -80,7 +82,9 @@ fn compare(model: &LoadedModel, fixture: &Fixture) -> Agreement {
         let input = Tensor::from_slice(&ids).unsqueeze(0);
         let logits = model.model.forward(&ForwardInput::new(&input), None);
         let first = case.prompt_ids.len() - 1;
-        let logits = logits.squeeze_dim(0).narrow(0, first as i64, case.steps.len() as i64);
+        let logits = logits
+            .squeeze_dim(0)
+            .narrow(0, first as i64, case.steps.len() as i64);
         let logits: Vec<Vec<f32>> = Vec::try_from(logits.to_kind(Kind::Float)).unwrap();
         for (row, step) in logits.iter().zip(&case.steps) {
             for (&id, &want) in step.top_ids.iter().zip(&step.top_logits) {
@@ -161,7 +165,10 @@ fn assert_agrees(label: &str, found: &Agreement, tolerance: Tolerance) {
 /// logits differ by up to 1.35 (Q4_1) and 1.18 (Q8_0), 0.18 and 0.19 on average, with logits up
 /// to about 36. The float paths agree to 0.02 on the same positions (the f32 test below), so
 /// the difference is that quantization noise, not the model.
-const QUANTIZED: Tolerance = Tolerance { worst: 2.5, mean: 0.3 };
+const QUANTIZED: Tolerance = Tolerance {
+    worst: 2.5,
+    mean: 0.3,
+};
 
 /// Our export of the shipped model in `quant`, checked to be the file the fixture was recorded
 /// on: the same export must give the same bytes, or the comparison would be of other weights.
@@ -170,7 +177,11 @@ fn exported(dir: &Path, quant: GgufQuant, fixture: &Fixture) -> std::path::PathB
     let path = dir.join(format!("smollm2-{}.gguf", format!("{quant:?}").to_lowercase()));
     let source = Pretrained::load(assets::smollm2_gguf(), Device::Cpu).unwrap();
     export_gguf(&source, &path, quant).unwrap();
-    assert_eq!(sha256(&path), fixture.model_sha256, "our {quant:?} export changed");
+    assert_eq!(
+        sha256(&path),
+        fixture.model_sha256,
+        "our {quant:?} export changed"
+    );
     path
 }
 
@@ -178,7 +189,11 @@ fn exported(dir: &Path, quant: GgufQuant, fixture: &Fixture) -> std::path::PathB
 fn shipped_q4_1_decodes_as_llama_cpp_does() {
     let path = assets::smollm2_gguf();
     let fixture = fixture("smollm2_q4_1.json");
-    assert_eq!(sha256(&path), fixture.model_sha256, "the fixture was recorded on another file");
+    assert_eq!(
+        sha256(&path),
+        fixture.model_sha256,
+        "the fixture was recorded on another file"
+    );
     let model = LoadedModel::load_for_inference(&path, Device::Cpu, InferenceDtype::Native).unwrap();
     assert_agrees("native Q4_1", &compare(&model, &fixture), QUANTIZED);
 }
@@ -201,6 +216,16 @@ fn f32_export_decodes_as_llama_cpp_does_to_float_rounding() {
     let path = exported(dir.path(), GgufQuant::F32, &fixture);
     let model = LoadedModel::load_for_inference(&path, Device::Cpu, InferenceDtype::F32).unwrap();
     let found = compare(&model, &fixture);
-    assert_agrees("f32", &found, Tolerance { worst: 0.1, mean: 0.01 });
-    assert_eq!(found.agreed, found.positions, "f32: top-1 differs from llama.cpp's");
+    assert_agrees(
+        "f32",
+        &found,
+        Tolerance {
+            worst: 0.1,
+            mean: 0.01,
+        },
+    );
+    assert_eq!(
+        found.agreed, found.positions,
+        "f32: top-1 differs from llama.cpp's"
+    );
 }

@@ -186,13 +186,16 @@ pub fn load_gguf_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> 
 }
 
 fn load_cpu(path: &Path, dtype: InferenceDtype) -> Result<LoadedModel> {
-    let gguf = GgufFile::read_header(path)?;
+    let mut gguf = GgufFile::read_header(path)?;
     let config = llama_config(&gguf)?;
     config.validate().map_err(|reason| Error::Config {
         path: path.into(),
         reason,
     })?;
     check_config_fits(config.matrix_elements(), gguf.parameter_count(), path)?;
+    // The metadata (mostly the tokenizer's vocabulary and merges, megabytes of strings) is not
+    // needed for the weights: freed before they are read, its memory serves them.
+    drop(std::mem::take(&mut gguf.metadata));
     let mut file = gguf.open()?;
     let (heads, kv_heads) = (config.num_attention_heads, config.kv_heads());
     let mut weights = HashMap::new();

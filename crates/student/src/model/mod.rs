@@ -237,6 +237,15 @@ impl CausalLm {
         }
     }
 
+    /// Logits `[batch, vocab]` of the last position, `forward(..).select(1, -1)`: what a
+    /// prefill before generating needs. The CPU-only Llama computes its output head there only.
+    pub fn forward_last(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        match self {
+            CausalLm::CpuLlama(m) => m.forward_last(input, cache),
+            _ => self.forward(input, cache).select(1, -1),
+        }
+    }
+
     /// Logits `[n, vocab]` of the positions `rows` only (flat i64 indices into `batch * seq`),
     /// without a cache: training needs the output head at its target positions only.
     pub fn forward_rows(&self, input: &ForwardInput<'_>, rows: &Tensor) -> Tensor {

@@ -358,6 +358,18 @@ impl CpuLlama {
     /// If the inputs are not `[batch, seq]` i64 ids with a `[batch, past + seq]` mask, or a
     /// token is outside the vocabulary.
     pub fn forward(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        self.prefill(input, cache, true)
+    }
+
+    /// Logits `[batch, vocab]` after each row's last token, as [`Self::forward`]'s last column
+    /// (a padded row, one without tokens, gets zeros), computing the output head for that
+    /// position only.
+    pub fn forward_last(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor {
+        self.prefill(input, cache, false)
+    }
+
+    /// [`Self::forward`] (`every`) or [`Self::forward_last`].
+    fn prefill(&self, input: &ForwardInput<'_>, cache: Option<&mut KvCache>, every: bool) -> Tensor {
         let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
         let (batch, seq) = (batch as usize, seq as usize);
         let ids = Vec::<i64>::try_from(input.input_ids.to_kind(Kind::Int64).flatten(0, -1)).expect("i64 ids");
@@ -374,13 +386,20 @@ impl CpuLlama {
             .decoder(cache.as_deref().unwrap_or(&empty), &lens, seq)
             .expect("a CPU model's own weights decode");
         let vocab = self.config.vocab_size as usize;
-        let mut logits = vec![0f32; batch * seq * vocab];
+        let width = if every { seq } else { 1 };
+        let mut logits = vec![0f32; batch * width * vocab];
         for b in 0..batch {
             let positions: Vec<usize> = (0..seq).filter(|&j| real(b, past + j)).collect();
             let tokens: Vec<i64> = positions.iter().map(|&j| ids[b * seq + j]).collect();
-            let rows = decoder.extend(b, &tokens);
-            for (&j, row) in positions.iter().zip(rows.chunks_exact(vocab)) {
-                let at = (b * seq + j) * vocab;
+            let rows = decoder.extend(b, &tokens, every);
+            // Left padding: a row's last token is in the last column, if it has any.
+            let columns = match (every, positions.is_empty()) {
+                (true, _) => positions,
+                (false, false) => vec![0],
+                (false, true) => vec![],
+            };
+            for (j, row) in columns.into_iter().zip(rows.chunks_exact(vocab)) {
+                let at = (b * width + j) * vocab;
                 logits[at..at + vocab].copy_from_slice(row);
             }
         }
@@ -394,7 +413,12 @@ impl CpuLlama {
                 .collect();
             cache.replace(rows, width as i64);
         }
-        Tensor::from_slice(&logits).view([batch as i64, seq as i64, vocab as i64])
+        let logits = Tensor::from_slice(&logits);
+        if every {
+            logits.view([batch as i64, seq as i64, vocab as i64])
+        } else {
+            logits.view([batch as i64, vocab as i64])
+        }
     }
 
     /// The device: always the CPU.
@@ -475,6 +499,36 @@ mod tests {
                 .unwrap();
             let (diff, _) = largest_difference(&ours, &reference);
             assert!(diff <= 1e-5, "{name}: logits differ by {diff}");
+        }
+    }
+
+    /// A prefill that needs only the last logits (generation's) computes the head for one
+    /// position per row: the same logits as the full forward's last column, and the same cache.
+    #[test]
+    fn the_last_position_alone_matches_the_full_forward() {
+        let _guard = tch::no_grad_guard();
+        let model = LoadedModel::load(fixture("tiny_llama_gqa"), tch::Device::Cpu)
+            .unwrap()
+            .into_cpu_llama(true)
+            .unwrap();
+        // Row 0: 40 tokens (two prefill chunks); row 1: 4 tokens after 36 of padding.
+        let ids: Vec<i64> = (0..80).map(|i| (i * 11 + 5) % 100).collect();
+        let ids = Tensor::from_slice(&ids).reshape([2, 40]);
+        let mask: Vec<i64> = (0..80).map(|i| i64::from(i < 40 || i >= 76)).collect();
+        let mask = Tensor::from_slice(&mask).reshape([2, 40]);
+        let input = ForwardInput {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+        };
+        let (mut full_cache, mut last_cache) = (KvCache::new(2), KvCache::new(2));
+        let full = model.model.forward(&input, Some(&mut full_cache)).select(1, -1);
+        let last = model.model.forward_last(&input, Some(&mut last_cache));
+        assert_eq!(last.size(), full.size());
+        let diff = (&last - &full).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "last logits differ by {diff}");
+        assert_eq!(full_cache.len(), last_cache.len());
+        for (a, b) in full_cache.layers.iter().zip(&last_cache.layers) {
+            assert!(a.0.equal(&b.0) && a.1.equal(&b.1), "the caches differ");
         }
     }
 

@@ -123,8 +123,8 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// Sizes every per-row buffer for `n` rows.
-    fn fit(&mut self, d: Dims, n: usize) {
+    /// Sizes every per-row buffer for `n` rows, and the logits for `head.rows(n)` of them.
+    fn fit(&mut self, d: Dims, n: usize, head: Head) {
         let widths = [
             (&mut self.x, d.hidden),
             (&mut self.normed, d.hidden),
@@ -135,10 +135,33 @@ impl Scratch {
             (&mut self.activated, d.intermediate),
             (&mut self.cos, d.head_dim / 2),
             (&mut self.sin, d.head_dim / 2),
-            (&mut self.logits, d.vocab),
         ];
         for (buffer, width) in widths {
             buffer.resize(n * width, 0.0);
+        }
+        self.logits.resize(head.rows(n).len() * d.vocab, 0.0);
+    }
+}
+
+/// The rows of a pass that the output head is applied to: a prefill needs the logits after
+/// its last token only (the head is the largest matrix, and a chunk's logits are megabytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Every row.
+    Every,
+    /// The last row.
+    Last,
+    /// No row (a prefill chunk before the last).
+    None,
+}
+
+impl Head {
+    /// The rows of `n` that get logits.
+    fn rows(self, n: usize) -> std::ops::Range<usize> {
+        match self {
+            Head::Every => 0..n,
+            Head::Last => n.saturating_sub(1)..n,
+            Head::None => n..n,
         }
     }
 }
@@ -194,7 +217,7 @@ impl<'m> LlamaDecoder<'m> {
             scores: Vec::with_capacity(dims.heads * (longest + room)),
             ..Scratch::default()
         };
-        scratch.fit(dims, lens.len());
+        scratch.fit(dims, lens.len(), Head::Every);
         Some(Self {
             dims,
             weights,
@@ -250,19 +273,20 @@ impl<'m> LlamaDecoder<'m> {
             sequences,
             scratch,
         } = self;
-        scratch.fit(*dims, tokens.len());
+        scratch.fit(*dims, tokens.len(), Head::Every);
         sequences.step(tokens, dims.vocab, |rows, cache| {
-            pass(*dims, weights, inv_freq, rows, cache, scratch)
+            pass(*dims, weights, inv_freq, rows, cache, scratch, Head::Every)
         });
         &self.scratch.logits
     }
 
     /// Appends `tokens` to sequence `seq` (a prefill), a chunk of them per pass, and returns
-    /// the logits that follow each, `[tokens, vocab]` row after row.
+    /// the logits that follow each, `[tokens, vocab]` row after row; or, unless `every`, the
+    /// logits after the last token only (`[vocab]`; empty for no tokens).
     ///
     /// # Panics
     /// If a token is outside the vocabulary, or `seq` is not a sequence.
-    pub(in crate::model) fn extend(&mut self, seq: usize, tokens: &[i64]) -> Vec<f32> {
+    pub(in crate::model) fn extend(&mut self, seq: usize, tokens: &[i64], every: bool) -> Vec<f32> {
         let Self {
             dims,
             weights,
@@ -270,15 +294,21 @@ impl<'m> LlamaDecoder<'m> {
             sequences,
             scratch,
         } = self;
-        let mut logits = Vec::with_capacity(tokens.len() * dims.vocab);
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            scratch.fit(*dims, chunk.len());
+        let mut logits = Vec::with_capacity(if every { tokens.len() } else { 1 } * dims.vocab);
+        let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let head = match (every, i + 1 == chunks) {
+                (true, _) => Head::Every,
+                (false, true) => Head::Last,
+                (false, false) => Head::None,
+            };
+            scratch.fit(*dims, chunk.len(), head);
             sequences.extend(seq, chunk, dims.vocab, |rows, cache| {
-                pass(*dims, weights, inv_freq, rows, cache, scratch)
+                pass(*dims, weights, inv_freq, rows, cache, scratch, head)
             });
             logits.extend_from_slice(&scratch.logits);
         }
-        scratch.fit(*dims, sequences.count());
+        scratch.fit(*dims, sequences.count(), Head::Every);
         logits
     }
 
@@ -288,8 +318,8 @@ impl<'m> LlamaDecoder<'m> {
     }
 }
 
-/// One pass over `rows` (one token each): embeds them, runs every block and the head, and
-/// leaves the logits in `s.logits`.
+/// One pass over `rows` (one token each): embeds them, runs every block and the head on the
+/// rows `head` names, and leaves their logits in `s.logits`.
 fn pass(
     dims: Dims,
     weights: &Weights<'_>,
@@ -297,6 +327,7 @@ fn pass(
     rows: StepRows<'_>,
     cache: &mut [Vec<RowCache>],
     s: &mut Scratch,
+    head: Head,
 ) {
     let (h, half, n) = (dims.hidden, inv_freq.len(), rows.tokens.len());
     for (b, (&token, &position)) in rows.tokens.iter().zip(rows.positions).enumerate() {
@@ -310,12 +341,20 @@ fn pass(
         attention_block(dims, layer, caches, rows.owners, s);
         mlp_block(dims, layer, s);
     }
-    for (x, normed) in s.x.chunks_exact(h).zip(s.normed.chunks_exact_mut(h)) {
+    let headed = head.rows(n);
+    if headed.is_empty() {
+        return;
+    }
+    let count = headed.len();
+    for (x, normed) in s.x[headed.start * h..]
+        .chunks_exact(h)
+        .zip(s.normed.chunks_exact_mut(h))
+    {
         rms_norm(x, &weights.norm, dims.eps, normed);
     }
     weights
         .head
-        .apply_batch(&s.normed, n, &mut s.logits, 0, &mut s.products);
+        .apply_batch(&s.normed[..count * h], count, &mut s.logits, 0, &mut s.products);
 }
 
 /// `x += o_proj(attention(input_layernorm(x)))` for each row, appending its key and value to
