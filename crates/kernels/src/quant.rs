@@ -14,6 +14,8 @@
 //! Within a group the products sum the same way for any number of inputs, so a batched
 //! product ([`matmat`]) gives each input the bits [`matvec`] gives it alone.
 
+use std::ops::Range;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -235,10 +237,11 @@ pub fn matmat(w: Blocks<'_>, xs: &Q8Input, out: &mut [f32]) {
     out.par_chunks_mut(block * batch)
         .zip(w.bytes.par_chunks(block * row_bytes))
         .for_each(|(outs, rows)| {
-            for (row, outs) in rows.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(batch)) {
-                for (group, outs) in (0..batch).step_by(8).zip(outs.chunks_mut(8)) {
-                    row_times(isa, w.format, row, xs, group, outs);
-                }
+            // Eight inputs at a time over the block's rows (a few kilobytes, read again from
+            // the cache for each further eight).
+            for first in (0..batch).step_by(8) {
+                let count = (batch - first).min(8);
+                rows_times(isa, w.format, rows, row_bytes, xs, first..first + count, outs);
             }
         });
 }
@@ -269,19 +272,30 @@ impl Isa {
     }
 }
 
-/// One row against inputs `first..first + outs.len()` (at most 8), on `isa`.
-fn row_times(isa: Isa, format: BlockFormat, row: &[u8], xs: &Q8Input, first: usize, outs: &mut [f32]) {
+/// Rows of `row_bytes` bytes each against the inputs `inputs` (at most 8), on `isa`: row `r`'s
+/// product with input `b` goes to `outs[r * xs.batch + b]`.
+fn rows_times(
+    isa: Isa,
+    format: BlockFormat,
+    rows: &[u8],
+    row_bytes: usize,
+    xs: &Q8Input,
+    inputs: Range<usize>,
+    outs: &mut [f32],
+) {
     match isa {
         // SAFETY (each arm): `isa` was detected on this CPU: it supports the features the
         // function is compiled for.
         #[cfg(target_arch = "x86_64")]
-        Isa::Vnni => return unsafe { vnni::row_times(format, row, xs, first, outs) },
+        Isa::Vnni => return unsafe { vnni::rows_times(format, rows, row_bytes, xs, inputs, outs) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => return unsafe { avx2::row_times(format, row, xs, first, outs) },
+        Isa::Avx2 => return unsafe { avx2::rows_times(format, rows, row_bytes, xs, inputs, outs) },
         Isa::Portable => {}
     }
-    for (b, out) in outs.iter_mut().enumerate() {
-        *out = dot_portable(format, row, xs.input(first + b));
+    for (row, outs) in rows.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(xs.batch)) {
+        for b in inputs.clone() {
+            outs[b] = dot_portable(format, row, xs.input(b));
+        }
     }
 }
 
@@ -409,30 +423,31 @@ macro_rules! block_products {
             const Q5_K: u8 = 5;
             const Q6_K: u8 = 6;
 
-            /// One row against up to eight inputs: each group of weights is unpacked once into
-            /// 32 byte codes, then multiplied into every input's accumulator (the same
-            /// operations, in the same order, for any number of inputs). The format and the
-            /// number of inputs are constants of each instance, so that no branch on them is
-            /// left in the loop.
+            /// Rows against up to eight inputs: each group of weights is unpacked once into 32
+            /// byte codes, then multiplied into every input's accumulator (the same operations,
+            /// in the same order, for any number of inputs). The format and the number of
+            /// inputs are constants of each instance, so that no branch on them is left in the
+            /// loop.
             #[target_feature(enable = $features)]
-            pub(super) fn row_times(
+            pub(super) fn rows_times(
                 format: BlockFormat,
-                row: &[u8],
+                rows: &[u8],
+                row_bytes: usize,
                 xs: &Q8Input,
-                first: usize,
+                inputs: std::ops::Range<usize>,
                 outs: &mut [f32],
             ) {
                 macro_rules! by_count {
                     ($f:expr) => {
-                        match outs.len() {
-                            8 => row_times_n::<8, { $f }>(row, xs, first, outs),
-                            7 => row_times_n::<7, { $f }>(row, xs, first, outs),
-                            6 => row_times_n::<6, { $f }>(row, xs, first, outs),
-                            5 => row_times_n::<5, { $f }>(row, xs, first, outs),
-                            4 => row_times_n::<4, { $f }>(row, xs, first, outs),
-                            3 => row_times_n::<3, { $f }>(row, xs, first, outs),
-                            2 => row_times_n::<2, { $f }>(row, xs, first, outs),
-                            _ => row_times_n::<1, { $f }>(row, xs, first, outs),
+                        match inputs.len() {
+                            8 => rows_times_n::<8, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            7 => rows_times_n::<7, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            6 => rows_times_n::<6, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            5 => rows_times_n::<5, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            4 => rows_times_n::<4, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            3 => rows_times_n::<3, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            2 => rows_times_n::<2, { $f }>(rows, row_bytes, xs, inputs.start, outs),
+                            _ => rows_times_n::<1, { $f }>(rows, row_bytes, xs, inputs.start, outs),
                         }
                     };
                 }
@@ -480,23 +495,44 @@ macro_rules! block_products {
             /// input's accumulator, so that one addition per pair, not a fused multiply-add
             /// per group, is the loop-carried chain; an odd last block is added alone.
             #[target_feature(enable = $features)]
-            fn row_times_n<const N: usize, const F: u8>(
-                row: &[u8],
+            fn rows_times_n<const N: usize, const F: u8>(
+                rows: &[u8],
+                row_bytes: usize,
                 xs: &Q8Input,
                 first: usize,
                 outs: &mut [f32],
             ) {
                 let (block_len, size) = layout(F);
-                let groups = block_len / GROUP;
                 const {
                     assert!(
                         layout(F).0 == GROUP || layout(F).0 == 8 * GROUP,
                         "blocks of 1 or 8 groups"
                     )
                 };
-                let blocks = row.len() / size;
+                let blocks = row_bytes / size;
                 let inputs: [Input<'_>; N] = std::array::from_fn(|b| xs.input(first + b));
-                assert!(inputs.iter().all(|x| x.codes.len() == blocks * block_len) && row.len() % size == 0);
+                assert!(inputs.iter().all(|x| x.codes.len() == blocks * block_len) && row_bytes % size == 0);
+                assert!(first + N <= xs.batch && outs.len() / xs.batch >= rows.len() / row_bytes);
+                for (row, outs) in rows
+                    .chunks_exact(row_bytes)
+                    .zip(outs.chunks_exact_mut(xs.batch))
+                {
+                    row_times_n::<N, F>(row, &inputs, blocks, &mut outs[first..first + N]);
+                }
+            }
+
+            /// One row of `blocks` blocks against `inputs` (checked by the caller to hold a code
+            /// per weight of the row).
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn row_times_n<const N: usize, const F: u8>(
+                row: &[u8],
+                inputs: &[Input<'_>; N],
+                blocks: usize,
+                outs: &mut [f32],
+            ) {
+                let (block_len, size) = layout(F);
+                let groups = block_len / GROUP;
                 let mut acc = [_mm256_setzero_ps(); N];
                 let mut offsets = [0f32; N];
                 // Group `$g` of block `$block` against every input (a macro, so that each use
@@ -869,9 +905,8 @@ mod tests {
                 let results: Vec<Vec<u32>> = isas
                     .iter()
                     .map(|&isa| {
-                        let mut outs = vec![0f32; batch];
-                        let row = &bytes[w.row_bytes()..2 * w.row_bytes()];
-                        row_times(isa, format, row, &q8, 8 - batch, &mut outs);
+                        let mut outs = vec![0f32; w.rows() * 8];
+                        rows_times(isa, format, &bytes, w.row_bytes(), &q8, 8 - batch..8, &mut outs);
                         outs.iter().map(|v| v.to_bits()).collect()
                     })
                     .collect();
