@@ -106,7 +106,13 @@ fn compare(model: &LoadedModel, fixture: &Fixture) -> Agreement {
             max_new_tokens: case.greedy_ids.len(),
             ..Default::default()
         };
-        let ours = generate(&model.model, &[case.prompt_ids.clone()], &config, &mut |_, _| {}).unwrap();
+        let ours = generate(
+            &model.model,
+            std::slice::from_ref(&case.prompt_ids),
+            &config,
+            &mut |_, _| {},
+        )
+        .unwrap();
         let decisive_prefix = case
             .steps
             .iter()

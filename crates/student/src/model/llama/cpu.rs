@@ -514,7 +514,7 @@ mod tests {
         // Row 0: 40 tokens (two prefill chunks); row 1: 4 tokens after 36 of padding.
         let ids: Vec<i64> = (0..80).map(|i| (i * 11 + 5) % 100).collect();
         let ids = Tensor::from_slice(&ids).reshape([2, 40]);
-        let mask: Vec<i64> = (0..80).map(|i| i64::from(i < 40 || i >= 76)).collect();
+        let mask: Vec<i64> = (0..80).map(|i| i64::from(!(40..76).contains(&i))).collect();
         let mask = Tensor::from_slice(&mask).reshape([2, 40]);
         let input = ForwardInput {
             input_ids: &ids,
