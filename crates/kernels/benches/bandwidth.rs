@@ -6,7 +6,7 @@
 //! the bound a decoder reaches (docs/benchmarks.md).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use distill_kernels::quant::{self, BlockFormat, Blocks, Q8Input};
@@ -69,6 +69,43 @@ fn read(c: &mut Criterion) {
     group.finish();
 }
 
+/// The block products' compute ceiling: each format on one thread over a matrix that stays in
+/// the L2 cache (2,048 rows, under 1 MB), reported per weight. Against `read`'s figures this
+/// tells a compute-bound format (Q4_1 here) from a bandwidth-bound one.
+fn in_cache(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quant_in_cache");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for format in BlockFormat::ALL {
+        let cols = if format.block_len() == 256 { 1536 } else { COLS };
+        let rows = 2048;
+        let bytes: Vec<u8> = (0..rows * format.row_bytes(cols).unwrap())
+            .map(|i| (i * 7 % 251) as u8 & 0x3f | 0x20)
+            .collect();
+        let w = Blocks::new(format, cols, &bytes).unwrap();
+        let mut input = Q8Input::default();
+        input.quantize(&(0..cols).map(|i| i as f32 * 1e-3).collect::<Vec<_>>(), 1);
+        let mut y = vec![0.0f32; rows];
+        group.throughput(Throughput::Elements((rows * cols) as u64));
+        group.bench_function(format!("matvec_{format:?}_1_thread"), |b| {
+            // Timed inside the pool, so that no wake-up of its thread is counted.
+            b.iter_custom(|iters| {
+                pool.install(|| {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        quant::matvec(black_box(w), &input, &mut y);
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 /// A sum with 32 independent lanes, so that it vectorises and is bound by reading, not by
 /// the latency of one chain of additions.
 fn stream_sum(x: &[f32]) -> f32 {
@@ -81,5 +118,5 @@ fn stream_sum(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + x.chunks_exact(32).remainder().iter().sum::<f32>()
 }
 
-criterion_group!(benches, read);
+criterion_group!(benches, read, in_cache);
 criterion_main!(benches);
