@@ -21,6 +21,7 @@
 //! a dataset's [`data::TEACHER_VOCAB_HASH_KEY`] must match the student's vocabulary hash), or a
 //! local teacher model with the same tokenizer (checked by vocabulary hash).
 
+pub mod align;
 pub mod batch;
 mod build;
 pub mod checkpoint;
