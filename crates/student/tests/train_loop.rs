@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use distill_data::{TokenLogprob, TopLogprob};
 use distill_student::LoadedModel;
 use distill_student::tokenizer::Tokenizer;
+use distill_student::train::data::{Preparer, SoftSource, token_bytes};
 use distill_student::train::metrics::Record;
 use distill_student::train::{Error, LossKind, MixedPrecision, Outcome, Parts, TrainEvent, Trainer};
 use tch::{Device, Tensor};
@@ -190,28 +192,91 @@ fn an_online_teacher_and_its_top_k_cache_train() {
 }
 
 #[test]
-fn a_dataset_from_a_teacher_with_another_vocabulary_is_refused() {
+fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
     let _rng = serial();
     let out = tempfile::tempdir().unwrap();
+    let tokenizer = support::tokenizer();
+    let source = Path::new("synthetic.jsonl");
+
+    // Another vocabulary (its hash differs): the student tokenizes the teacher's text, and
+    // trains with soft labels where a student token spells exactly one teacher token.
+    let mut examples = support::examples(1, &tokenizer, true);
+    let e = &mut examples[0];
+    e.metadata.insert("teacher_vocab_hash".into(), "0123abcd".into());
+    // The teacher's tokens, re-cut into one token per byte: a foreign tokenization.
+    let logprobs = e.logprobs.take().unwrap();
+    let text: Vec<u8> = logprobs.iter().flat_map(|t| t.bytes.clone().unwrap()).collect();
+    e.logprobs = Some(
+        text.iter()
+            .map(|&b| TokenLogprob {
+                token: String::from_utf8_lossy(&[b]).into_owned(),
+                bytes: Some(vec![b]),
+                logprob: -0.2,
+                top_logprobs: vec![TopLogprob {
+                    token: "zz-not-a-token".into(),
+                    bytes: None,
+                    logprob: -3.0,
+                }],
+            })
+            .collect(),
+    );
+    let preparer = Preparer::new(&tokenizer, 256, SoftSource::Dataset).unwrap();
+    let (sequences, stats) = preparer.prepare(&examples, source).unwrap();
+    let response = tokenizer
+        .encode(std::str::from_utf8(&text).unwrap(), false)
+        .unwrap();
+    let one_byte: Vec<bool> = response
+        .iter()
+        .map(|&id| token_bytes(&tokenizer.id_to_token(id).unwrap()).unwrap().len() == 1)
+        .collect();
+    assert!(
+        one_byte.contains(&true) && one_byte.contains(&false),
+        "{one_byte:?}"
+    );
+    let seq = &sequences[0];
+    let soft: Vec<bool> = seq.soft.iter().map(|e| !e.is_empty()).collect();
+    assert_eq!(soft, one_byte, "soft labels exactly on one-to-one tokens");
+    // There, the sampled token carries over; the unspellable alternative joins the rest.
+    let at = one_byte.iter().position(|&b| b).unwrap();
+    assert_eq!(seq.soft[at], vec![(response[at], -0.2)]);
+    assert_eq!(
+        (stats.cross_tokenizer_examples, stats.soft_targets),
+        (1, one_byte.iter().filter(|&&b| b).count())
+    );
+    // The response is the student's own tokenization of the teacher's text.
+    let response_ids: Vec<i64> = response.iter().map(|&id| i64::from(id)).collect();
+    let targets = &seq.targets[seq.first_target..seq.first_target + response.len()];
+    assert_eq!(targets, &response_ids[..]);
+
+    // A whole run trains on such data.
     let mut p = parts(12, true);
     p.train[3]
         .metadata
         .insert("teacher_vocab_hash".into(), "0123abcd".into());
-    let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), p).unwrap_err();
-    assert!(matches!(err, Error::VocabMismatch { .. }), "{err}");
-    let message = err.to_string();
-    assert!(
-        message.contains("0123abcd") && message.contains("synthetic.jsonl"),
-        "{message}"
-    );
+    let mut config = support::config(out.path(), LossKind::Kl);
+    config.max_steps = Some(2);
+    let (summary, _) = run(config, p);
+    assert_eq!(summary.steps, 2);
 
-    // A token the student's vocabulary cannot spell.
+    // Without a hash, a token the student cannot spell means another vocabulary too.
     let mut p = parts(12, true);
     let lp = p.train[2].logprobs.as_mut().unwrap();
     lp[1].top_logprobs[1].token = "not-a-token-of-this-vocabulary".into();
     lp[1].top_logprobs[1].bytes = None;
+    let (_, stats) = preparer.prepare(&p.train, source).unwrap();
+    assert_eq!(stats.cross_tokenizer_examples, 1);
+
+    // A token with neither text nor bytes cannot be matched: a clear error.
+    let mut p = parts(12, true);
+    let lp = p.train[2].logprobs.as_mut().unwrap();
+    lp[4].token.clear();
+    lp[4].bytes = None;
     let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), p).unwrap_err();
-    assert!(matches!(err, Error::UnmappedToken { position: 1, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("logprob 4 has neither token text nor bytes"),
+        "{err}"
+    );
 
     // Soft labels without logprobs.
     let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), parts(12, false)).unwrap_err();

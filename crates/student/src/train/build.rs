@@ -99,6 +99,13 @@ impl Trainer {
             dropped_long_prompt: 0,
             input_tokens: seqs.iter().map(Sequence::len).sum(),
             target_tokens: seqs.iter().map(Sequence::trained).sum(),
+            soft_targets: seqs
+                .iter()
+                .flat_map(|s| &s.soft)
+                .filter(|e| !e.is_empty())
+                .count(),
+            // Prepared elsewhere: how their soft labels were made is not known here.
+            cross_tokenizer_examples: 0,
         };
         let train_stats = stats(&train);
         let val_stats = (!val.is_empty()).then(|| stats(&val));

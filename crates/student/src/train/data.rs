@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use distill_data::{Example, Split};
+use distill_data::{Example, Split, TokenLogprob};
 
+use super::align::align;
 use super::error::{Error, Result};
 use crate::tokenizer::{Message, Tokenizer};
 
@@ -17,7 +18,8 @@ use crate::tokenizer::{Message, Tokenizer};
 pub const IGNORE: i64 = -100;
 
 /// The metadata key under which a dataset records the [`Tokenizer::vocab_hash`] of the teacher
-/// that produced its logprobs. When present it must equal the student's.
+/// that produced its logprobs. When it differs from the student's, the teacher's tokens are
+/// aligned with the student's on byte spans instead of mapped one for one.
 pub const TEACHER_VOCAB_HASH_KEY: &str = "teacher_vocab_hash";
 
 /// One teacher alternative at a position: a student token id and its log-probability.
@@ -82,6 +84,11 @@ pub struct DataStats {
     pub input_tokens: usize,
     /// Trained target tokens over all kept sequences.
     pub target_tokens: usize,
+    /// Trained targets with a teacher distribution (soft labels); the rest have hard labels.
+    pub soft_targets: usize,
+    /// Examples whose teacher tokenized differently from the student (another vocabulary, or
+    /// tokens the student cannot spell), aligned on byte spans ([`super::align`]).
+    pub cross_tokenizer_examples: usize,
 }
 
 /// Tokenizes examples for training.
@@ -115,11 +122,14 @@ impl<'a> Preparer<'a> {
         };
         let mut out = Vec::with_capacity(examples.len());
         for example in examples {
-            match self.sequence(example, source)? {
+            let (sequence, aligned) = self.sequence_with_path(example, source)?;
+            stats.cross_tokenizer_examples += usize::from(aligned);
+            match sequence {
                 Some(seq) => {
                     stats.truncated += usize::from(seq.truncated);
                     stats.input_tokens += seq.len();
                     stats.target_tokens += seq.trained();
+                    stats.soft_targets += seq.soft.iter().filter(|e| !e.is_empty()).count();
                     out.push(seq);
                 }
                 None => stats.dropped_long_prompt += 1,
@@ -131,6 +141,11 @@ impl<'a> Preparer<'a> {
 
     /// One example, or `None` when its prompt leaves no room for a response.
     pub fn sequence(&self, example: &Example, source: &Path) -> Result<Option<Sequence>> {
+        Ok(self.sequence_with_path(example, source)?.0)
+    }
+
+    /// [`Self::sequence`], and whether its teacher tokens were aligned across tokenizers.
+    fn sequence_with_path(&self, example: &Example, source: &Path) -> Result<(Option<Sequence>, bool)> {
         let messages: Vec<Message> = example.messages.iter().map(Message::from).collect();
         let prompt_text = self.tokenizer.render_chat(&messages, true)?;
         let prompt: Vec<i64> = self
@@ -139,10 +154,14 @@ impl<'a> Preparer<'a> {
             .into_iter()
             .map(i64::from)
             .collect();
-        let (response, soft) = match self.soft {
+        let (response, soft, aligned) = match self.soft {
             SoftSource::None => {
                 let ids = self.tokenizer.encode(&example.response, false)?;
-                (ids.into_iter().map(i64::from).collect::<Vec<_>>(), Vec::new())
+                (
+                    ids.into_iter().map(i64::from).collect::<Vec<_>>(),
+                    Vec::new(),
+                    false,
+                )
             }
             SoftSource::Dataset => self.teacher_tokens(example, source)?,
         };
@@ -151,7 +170,7 @@ impl<'a> Preparer<'a> {
         full.extend_from_slice(&response);
         full.push(self.eos);
         if prompt_len == 0 || prompt_len > self.max_seq_len {
-            return Ok(None);
+            return Ok((None, aligned));
         }
         let keep = (full.len() - 1).min(self.max_seq_len);
         let truncated = keep < full.len() - 1;
@@ -161,38 +180,70 @@ impl<'a> Preparer<'a> {
         targets[..first_target].fill(IGNORE);
         let mut soft = soft;
         soft.truncate(keep - first_target);
-        Ok(Some(Sequence {
+        let sequence = Sequence {
             id: example.id.clone(),
             input_ids,
             targets,
             first_target,
             soft,
             truncated,
-        }))
+        };
+        Ok((Some(sequence), aligned))
     }
 
-    /// The response as the teacher's own tokens, with their top-k alternatives.
-    fn teacher_tokens(&self, example: &Example, source: &Path) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>)> {
+    /// The response's tokens and their teacher distributions, and whether they were aligned
+    /// across tokenizers. A teacher with the student's vocabulary (same hash, or no hash and
+    /// every token spelled by the student) gives its own tokens, mapped to student ids; any
+    /// other is aligned on byte spans ([`super::align`]).
+    fn teacher_tokens(
+        &self,
+        example: &Example,
+        source: &Path,
+    ) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>, bool)> {
         let fail = |reason: String| Error::Example {
             path: source.into(),
             id: example.id.clone(),
             reason,
         };
-        if let Some(hash) = example.metadata.get(TEACHER_VOCAB_HASH_KEY) {
-            let hash = hash
-                .as_str()
-                .ok_or_else(|| fail(format!("metadata `{TEACHER_VOCAB_HASH_KEY}` is not a string")))?;
-            if hash != self.tokenizer.vocab_hash() {
-                return Err(Error::VocabMismatch {
-                    what: format!("{}: example `{}`", source.display(), example.id),
-                    teacher: hash.to_string(),
-                    student: self.tokenizer.vocab_hash().to_string(),
-                });
+        let same_hash = match example.metadata.get(TEACHER_VOCAB_HASH_KEY) {
+            Some(hash) => {
+                let hash = hash
+                    .as_str()
+                    .ok_or_else(|| fail(format!("metadata `{TEACHER_VOCAB_HASH_KEY}` is not a string")))?;
+                Some(hash == self.tokenizer.vocab_hash())
             }
-        }
+            None => None,
+        };
         let logprobs = example.logprobs.as_ref().ok_or_else(|| {
             fail("has no logprobs; soft-label losses need teacher logprobs in every training example (or a teacher model)".into())
         })?;
+        if let Some(position) = logprobs
+            .iter()
+            .position(|t| t.token.is_empty() && t.bytes.is_none())
+        {
+            return Err(fail(format!(
+                "logprob {position} has neither token text nor bytes, so it cannot be matched to the student's tokens"
+            )));
+        }
+        if same_hash != Some(false) {
+            match self.mapped_tokens(example, source, logprobs) {
+                Ok((ids, soft)) => return Ok((ids, soft, false)),
+                // Without a hash, a token the student cannot spell means another vocabulary.
+                Err(Error::UnmappedToken { .. }) if same_hash.is_none() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (ids, soft) = self.aligned_tokens(logprobs).map_err(fail)?;
+        Ok((ids, soft, true))
+    }
+
+    /// The teacher's own tokens as student ids, each with its top-k alternatives.
+    fn mapped_tokens(
+        &self,
+        example: &Example,
+        source: &Path,
+        logprobs: &[TokenLogprob],
+    ) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>)> {
         let mut ids = Vec::with_capacity(logprobs.len());
         let mut soft = Vec::with_capacity(logprobs.len());
         for (position, t) in logprobs.iter().enumerate() {
@@ -220,6 +271,57 @@ impl<'a> Preparer<'a> {
             soft.push(entries);
         }
         Ok((ids, soft))
+    }
+
+    /// The teacher's text as the student tokenizes it, aligned with the teacher's tokens on
+    /// byte spans: a student token spelling exactly one teacher token's bytes gets that
+    /// position's alternatives that are single student tokens (the rest of the mass is the
+    /// loss's rest bucket); the others get hard labels only.
+    fn aligned_tokens(
+        &self,
+        logprobs: &[TokenLogprob],
+    ) -> std::result::Result<(Vec<i64>, Vec<Vec<SoftEntry>>), String> {
+        let spelled = |t: &TokenLogprob| t.bytes.clone().unwrap_or_else(|| t.token.clone().into_bytes());
+        let teacher: Vec<Vec<u8>> = logprobs.iter().map(spelled).collect();
+        let text = String::from_utf8(teacher.concat())
+            .map_err(|_| "the teacher's tokens do not spell UTF-8 text".to_string())?;
+        let ids = self.tokenizer.encode(&text, false).map_err(|e| e.to_string())?;
+        let student_lens = ids
+            .iter()
+            .map(|&id| {
+                self.tokenizer
+                    .id_to_token(id)
+                    .and_then(|t| token_bytes(&t))
+                    .map(|b| b.len())
+            })
+            .collect::<Option<Vec<usize>>>()
+            .ok_or("the student's tokenizer is not byte-level, so its tokens' bytes are unknown")?;
+        let teacher_lens: Vec<usize> = teacher.iter().map(Vec::len).collect();
+        let alignment = align(&teacher_lens, &student_lens).map_err(|e| e.to_string())?;
+        let soft = alignment
+            .teacher_of_student()
+            .into_iter()
+            .zip(&ids)
+            .map(|(teacher, &chosen)| {
+                let Some(t) = teacher.map(|t| &logprobs[t]) else {
+                    return Vec::new();
+                };
+                let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
+                for alt in &t.top_logprobs {
+                    if let Some(id) = map_token(self.tokenizer, &alt.token, alt.bytes.as_deref())
+                        && !entries.iter().any(|&(e, _)| e == id)
+                    {
+                        entries.push((id, alt.logprob as f32));
+                    }
+                }
+                // One-to-one: the student's token spells the teacher's sampled token.
+                if !entries.iter().any(|&(e, _)| e == chosen) {
+                    entries.push((chosen, t.logprob as f32));
+                }
+                entries
+            })
+            .collect();
+        Ok((ids.into_iter().map(i64::from).collect(), soft))
     }
 }
 

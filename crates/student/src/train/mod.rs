@@ -17,9 +17,12 @@
 //! the current step with a checkpoint. Nothing here prints or reads the environment.
 //!
 //! Soft labels need teacher probabilities over the student's vocabulary: either the top-k
-//! logprobs stored in the dataset (teacher tokens are mapped onto the student's vocabulary;
-//! a dataset's [`data::TEACHER_VOCAB_HASH_KEY`] must match the student's vocabulary hash), or a
-//! local teacher model with the same tokenizer (checked by vocabulary hash).
+//! logprobs stored in the dataset, or a local teacher model with the same tokenizer (checked
+//! by vocabulary hash). Stored top-k from a teacher with the student's vocabulary (the same
+//! [`data::TEACHER_VOCAB_HASH_KEY`], or none and every token spelled by the student) is mapped
+//! token for token; from any other teacher, the student tokenizes the teacher's text and the
+//! two are aligned on byte spans ([`align`]): soft labels where a student token spells exactly
+//! one teacher token, hard labels elsewhere.
 
 pub mod align;
 pub mod batch;
