@@ -228,6 +228,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 train.dropped_long_prompt,
                 val
             ));
+            if train.soft_targets > 0 {
+                let aligned = match train.cross_tokenizer_examples {
+                    0 => String::new(),
+                    n => format!(" ({n} examples from another tokenizer, aligned on bytes)"),
+                };
+                bar.println(format!(
+                    "soft labels on {} of {} target tokens ({:.1} %){aligned}",
+                    train.soft_targets,
+                    train.target_tokens,
+                    100.0 * train.soft_targets as f64 / train.target_tokens.max(1) as f64
+                ));
+            }
             if *start_step > 0 {
                 bar.println(format!("resumed at step {start_step}"));
             }
