@@ -247,6 +247,17 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
     let response_ids: Vec<i64> = response.iter().map(|&id| i64::from(id)).collect();
     let targets = &seq.targets[seq.first_target..seq.first_target + response.len()];
     assert_eq!(targets, &response_ids[..]);
+    // A teacher token that spells no bytes (as some APIs send) changes nothing.
+    let mut with_empty = examples.clone();
+    let empty = TokenLogprob {
+        token: String::new(),
+        bytes: Some(Vec::new()),
+        logprob: -5.0,
+        top_logprobs: Vec::new(),
+    };
+    with_empty[0].logprobs.as_mut().unwrap().insert(2, empty);
+    let (again, _) = preparer.prepare(&with_empty, source).unwrap();
+    assert_eq!(again[0], sequences[0]);
 
     // A whole run trains on such data.
     let mut p = parts(12, true);

@@ -296,14 +296,16 @@ impl<'a> Preparer<'a> {
             })
             .collect::<Option<Vec<usize>>>()
             .ok_or("the student's tokenizer is not byte-level, so its tokens' bytes are unknown")?;
-        let teacher_lens: Vec<usize> = teacher.iter().map(Vec::len).collect();
+        // A token that spells no bytes (some APIs send such) takes no part in the alignment.
+        let spelling: Vec<usize> = (0..teacher.len()).filter(|&t| !teacher[t].is_empty()).collect();
+        let teacher_lens: Vec<usize> = spelling.iter().map(|&t| teacher[t].len()).collect();
         let alignment = align(&teacher_lens, &student_lens).map_err(|e| e.to_string())?;
         let soft = alignment
             .teacher_of_student()
             .into_iter()
             .zip(&ids)
             .map(|(teacher, &chosen)| {
-                let Some(t) = teacher.map(|t| &logprobs[t]) else {
+                let Some(t) = teacher.map(|t| &logprobs[spelling[t]]) else {
                     return Vec::new();
                 };
                 let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
