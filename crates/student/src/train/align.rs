@@ -14,8 +14,7 @@
 //!   labels only**: its probabilities are over other boundaries, and a chained, span-level
 //!   likelihood (as ALM does) is not built yet.
 //!
-//! [`align`] works on byte lengths only, so it serves any pair of tokenizers; [`Alignment`]
-//! counts how many student tokens each case covers, which the trainer reports.
+//! [`align`] works on byte lengths only, so it serves any pair of tokenizers.
 
 use std::ops::Range;
 

@@ -6,9 +6,10 @@
 //! `full[1..]`; targets inside the prompt are [`IGNORE`]. Soft targets (teacher top-k) line up
 //! with the response tokens; the closing eos has a hard target only.
 
+use std::convert::Infallible;
 use std::path::Path;
 
-use distill_data::{Example, Split, TokenLogprob};
+use distill_data::{Example, Split, TokenLogprob, TopLogprob};
 
 use super::align::align;
 use super::error::{Error, Result};
@@ -256,19 +257,10 @@ impl<'a> Preparer<'a> {
                 })
             };
             let chosen = map(&t.token, t.bytes.as_deref())?;
-            let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
-            for alt in &t.top_logprobs {
-                let id = map(&alt.token, alt.bytes.as_deref())?;
-                if !entries.iter().any(|&(e, _)| e == id) {
-                    entries.push((id, alt.logprob as f32));
-                }
-            }
-            // A sampled token need not be among the top alternatives; its probability is known too.
-            if !entries.iter().any(|&(e, _)| e == chosen) {
-                entries.push((chosen, t.logprob as f32));
-            }
             ids.push(i64::from(chosen));
-            soft.push(entries);
+            soft.push(soft_entries(t, chosen, |alt| {
+                map(&alt.token, alt.bytes.as_deref()).map(Some)
+            })?);
         }
         Ok((ids, soft))
     }
@@ -308,23 +300,39 @@ impl<'a> Preparer<'a> {
                 let Some(t) = teacher.map(|t| &logprobs[spelling[t]]) else {
                     return Vec::new();
                 };
-                let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
-                for alt in &t.top_logprobs {
-                    if let Some(id) = map_token(self.tokenizer, &alt.token, alt.bytes.as_deref())
-                        && !entries.iter().any(|&(e, _)| e == id)
-                    {
-                        entries.push((id, alt.logprob as f32));
-                    }
-                }
                 // One-to-one: the student's token spells the teacher's sampled token.
-                if !entries.iter().any(|&(e, _)| e == chosen) {
-                    entries.push((chosen, t.logprob as f32));
-                }
+                // Alternatives the student cannot spell as one token join the rest bucket.
+                let spellable = |alt: &TopLogprob| {
+                    Ok::<_, Infallible>(map_token(self.tokenizer, &alt.token, alt.bytes.as_deref()))
+                };
+                let Ok(entries) = soft_entries(t, chosen, spellable);
                 entries
             })
             .collect();
         Ok((ids.into_iter().map(i64::from).collect(), soft))
     }
+}
+
+/// A position's teacher distribution over student ids: each alternative `student_id` gives an
+/// id for, once, most likely first; then the sampled token `chosen` where the alternatives miss
+/// it (a sampled token need not be among them, and its probability is known too).
+fn soft_entries<E>(
+    t: &TokenLogprob,
+    chosen: u32,
+    mut student_id: impl FnMut(&TopLogprob) -> std::result::Result<Option<u32>, E>,
+) -> std::result::Result<Vec<SoftEntry>, E> {
+    let mut entries: Vec<SoftEntry> = Vec::with_capacity(t.top_logprobs.len() + 1);
+    for alt in &t.top_logprobs {
+        if let Some(id) = student_id(alt)?
+            && !entries.iter().any(|&(e, _)| e == id)
+        {
+            entries.push((id, alt.logprob as f32));
+        }
+    }
+    if !entries.iter().any(|&(e, _)| e == chosen) {
+        entries.push((chosen, t.logprob as f32));
+    }
+    Ok(entries)
 }
 
 /// Keeps the examples of a dataset file that belong to training (`split` unset or `train`) or
