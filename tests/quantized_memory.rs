@@ -42,10 +42,8 @@ fn a_quantized_load_takes_about_the_file_size() {
         panic!("a native load of a quantized GGUF is a CpuLlama")
     };
     let c = cpu.config();
-    let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
-    let kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
     let positions = (prompt.len() + out[0].len()) as u64;
-    let kv = (c.num_hidden_layers * 2 * kv_heads * head_dim) as u64 * positions * 4;
+    let kv = (c.num_hidden_layers * 2 * c.kv_heads() * c.head_width()) as u64 * positions * 4;
     let bound = file * 13 / 10 + kv;
     let mb = |b: u64| b as f64 / 1e6;
     eprintln!(
