@@ -262,11 +262,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 match ev.event {
                     Event::Started { resumed, .. } if resumed > 0 => {
                         bar.reset_eta();
-                        bar.println(format!("resuming: {resumed} examples already in the file"));
+                        crate::progress::say(
+                            &bar,
+                            format!("resuming: {resumed} examples already in the file"),
+                        );
                     }
-                    Event::Failed { id, attempts, reason } => {
-                        bar.println(format!("failed {id} after {attempts} attempt(s): {reason}"))
-                    }
+                    Event::Failed { id, attempts, reason } => crate::progress::say(
+                        &bar,
+                        format!("failed {id} after {attempts} attempt(s): {reason}"),
+                    ),
                     Event::Finished(_) => bar.finish_and_clear(),
                     _ => {}
                 }
@@ -347,23 +351,26 @@ fn run_batch(
             while let Some(ev) = rx.recv().await {
                 match ev {
                     BatchEvent::Uploaded { file_id, requests } => {
-                        spinner.println(format!("uploaded {requests} requests as {file_id}"))
+                        crate::progress::say(&spinner, format!("uploaded {requests} requests as {file_id}"))
                     }
-                    BatchEvent::Submitted { batch_id, resumed } => spinner.println(if resumed {
-                        format!("collecting batch {batch_id} (from the state file)")
-                    } else {
-                        format!("submitted batch {batch_id}")
-                    }),
+                    BatchEvent::Submitted { batch_id, resumed } => crate::progress::say(
+                        &spinner,
+                        if resumed {
+                            format!("collecting batch {batch_id} (from the state file)")
+                        } else {
+                            format!("submitted batch {batch_id}")
+                        },
+                    ),
                     BatchEvent::Status {
                         status,
                         completed,
                         failed,
                         total,
                     } => spinner.set_message(format!("{status}: {completed}/{total} done, {failed} failed")),
-                    BatchEvent::Retrying { step, delay, reason } => spinner.println(format!(
-                        "{step}: {reason}; retrying in {:.1} s",
-                        delay.as_secs_f64()
-                    )),
+                    BatchEvent::Retrying { step, delay, reason } => crate::progress::say(
+                        &spinner,
+                        format!("{step}: {reason}; retrying in {:.1} s", delay.as_secs_f64()),
+                    ),
                     _ => {}
                 }
             }

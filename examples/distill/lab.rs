@@ -162,7 +162,7 @@ fn render(bar: &mut Option<ProgressBar>, event: LabEvent) {
             eprintln!("{:<9} {seconds:.1} s", stage.name());
         }
         LabEvent::Note(note) => match bar {
-            Some(b) => b.println(note),
+            Some(b) => crate::progress::say(b, note),
             None => eprintln!("{note}"),
         },
         _ => {}

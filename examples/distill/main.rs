@@ -11,6 +11,7 @@ mod export;
 mod generate;
 mod hub;
 mod lab;
+mod progress;
 mod serve;
 mod train;
 

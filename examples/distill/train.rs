@@ -39,7 +39,9 @@ pub struct Args {
     /// With --teacher-model: run the teacher once and train from its top K log-probabilities.
     #[arg(long, value_name = "K")]
     teacher_cache_top_k: Option<usize>,
-    /// The loss (default: kl with --teacher-model, else ce).
+    /// The loss (default: kl with --teacher-model, else ce). With a dataset from a teacher with
+    /// another tokenizer, kl/rkl/jsd/skl/srkl compare the top-k alternatives the student can spell
+    /// where both tokenize a stretch alike; uld and alm need no shared vocabulary.
     #[arg(long, value_enum)]
     loss: Option<LossKind>,
     /// Weight of the soft loss; the hard loss gets 1 - alpha.
@@ -220,28 +222,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .expect("valid template"),
             );
             let val = val.as_ref().map_or(0, |v| v.sequences);
-            bar.println(format!(
-                "training {:.1}M parameters on {device}: {} examples ({} truncated, {} dropped), {} validation",
-                *parameters as f64 / 1e6,
-                train.sequences,
-                train.truncated,
-                train.dropped_long_prompt,
-                val
-            ));
-            if train.soft_targets > 0 {
+            crate::progress::say(
+                &bar,
+                format!(
+                    "training {:.1}M parameters on {device}: {} examples ({} truncated, {} dropped), {} validation",
+                    *parameters as f64 / 1e6,
+                    train.sequences,
+                    train.truncated,
+                    train.dropped_long_prompt,
+                    val
+                ),
+            );
+            if train.soft_targets > 0 || train.span_targets > 0 {
+                let share = |n: usize| 100.0 * n as f64 / train.target_tokens.max(1) as f64;
                 let aligned = match train.cross_tokenizer_examples {
                     0 => String::new(),
-                    n => format!(" ({n} examples from another tokenizer, aligned on bytes)"),
+                    n => format!("; {n} examples from another tokenizer, aligned on bytes"),
                 };
-                bar.println(format!(
-                    "soft labels on {} of {} target tokens ({:.1} %){aligned}",
-                    train.soft_targets,
-                    train.target_tokens,
-                    100.0 * train.soft_targets as f64 / train.target_tokens.max(1) as f64
-                ));
+                crate::progress::say(
+                    &bar,
+                    format!(
+                        "soft labels on {} of {} target tokens ({:.1} %), teacher spans on {} ({:.1} %){aligned}",
+                        train.soft_targets,
+                        train.target_tokens,
+                        share(train.soft_targets),
+                        train.span_targets,
+                        share(train.span_targets),
+                    ),
+                );
             }
             if *start_step > 0 {
-                bar.println(format!("resumed at step {start_step}"));
+                crate::progress::say(&bar, format!("resumed at step {start_step}"));
             }
         }
         TrainEvent::Step { record, .. } => {
@@ -258,17 +269,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ));
         }
         TrainEvent::Skipped { step, consecutive } => {
-            bar.println(format!(
-                "step {step}: non-finite loss or gradient, skipped ({consecutive} in a row)"
-            ));
+            crate::progress::say(
+                &bar,
+                format!("step {step}: non-finite loss or gradient, skipped ({consecutive} in a row)"),
+            );
         }
-        TrainEvent::Eval { record, improved } => bar.println(format!(
-            "step {}: validation loss {:.4}{}",
-            record.step,
-            record.val_loss,
-            if *improved { " (best)" } else { "" }
-        )),
-        TrainEvent::Checkpoint { path, .. } => bar.println(format!("checkpoint {}", path.display())),
+        TrainEvent::Eval { record, improved } => crate::progress::say(
+            &bar,
+            format!(
+                "step {}: validation loss {:.4}{}",
+                record.step,
+                record.val_loss,
+                if *improved { " (best)" } else { "" }
+            ),
+        ),
+        TrainEvent::Checkpoint { path, .. } => {
+            crate::progress::say(&bar, format!("checkpoint {}", path.display()))
+        }
         TrainEvent::Finished(_) => bar.finish_and_clear(),
         _ => {}
     };

@@ -78,6 +78,7 @@ fn random_sequences(vocab: u64, top_k: usize) -> Vec<Sequence> {
                 targets: ids[1..].to_vec(),
                 first_target: 0,
                 soft,
+                spans: Vec::new(),
                 truncated: false,
             }
         })

@@ -247,6 +247,26 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
     let response_ids: Vec<i64> = response.iter().map(|&id| i64::from(id)).collect();
     let targets = &seq.targets[seq.first_target..seq.first_target + response.len()];
     assert_eq!(targets, &response_ids[..]);
+    // Every student token ends on a teacher boundary here, so each is a span, whose teacher
+    // log-probability is the sum over its bytes; one-byte spans keep the whole teacher top-k.
+    assert_eq!(seq.spans.len(), response.len());
+    assert_eq!(stats.span_targets, response.len());
+    for (i, span) in seq.spans.iter().enumerate() {
+        let bytes = token_bytes(&tokenizer.id_to_token(response[i]).unwrap())
+            .unwrap()
+            .len();
+        assert_eq!((span.start, span.len), (i, 1));
+        assert!(
+            (span.teacher_logprob - (-0.2 * bytes as f32)).abs() < 1e-5,
+            "{span:?}"
+        );
+        let top = if bytes == 1 {
+            vec![(-0.2f32).exp(), (-3.0f32).exp()]
+        } else {
+            vec![]
+        };
+        assert_eq!(span.teacher_top, top, "{span:?}");
+    }
     // A teacher token that spells no bytes (as some APIs send) changes nothing.
     let mut with_empty = examples.clone();
     let empty = TokenLogprob {
@@ -292,6 +312,50 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
     // Soft labels without logprobs.
     let err = Trainer::from_parts(support::config(out.path(), LossKind::Kl), parts(12, false)).unwrap_err();
     assert!(err.to_string().contains("has no logprobs"), "{err}");
+}
+
+#[test]
+fn vocabulary_free_losses_train_on_a_teacher_with_another_vocabulary() {
+    let _rng = serial();
+    for kind in [LossKind::Uld, LossKind::Alm] {
+        let out = tempfile::tempdir().unwrap();
+        let mut p = parts(30, true);
+        for e in &mut p.train {
+            e.metadata.insert("teacher_vocab_hash".into(), "0123abcd".into());
+        }
+        let mut config = support::config(out.path(), kind);
+        config.max_steps = Some(20);
+        let (summary, events) = run(config, p);
+        assert_eq!(summary.steps, 20, "{kind:?}");
+        let losses = step_losses(&events);
+        assert!(losses.iter().all(|l| l.is_finite()), "{kind:?}: {losses:?}");
+        assert!(
+            losses[17..].iter().sum::<f64>() < losses[..3].iter().sum::<f64>(),
+            "{kind:?}: {losses:?}"
+        );
+        let soft: Vec<f64> = events
+            .iter()
+            .filter_map(|e| match e {
+                TrainEvent::Step { record, .. } => record.soft_loss,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(soft.len(), 20, "{kind:?}");
+        assert!(
+            soft[0] > 0.0 && soft[17..].iter().sum::<f64>() < soft[..3].iter().sum::<f64>(),
+            "{kind:?}: {soft:?}"
+        );
+    }
+    // They compare stored probabilities at temperature 1, without a teacher model.
+    let out = tempfile::tempdir().unwrap();
+    let mut config = support::config(out.path(), LossKind::Alm);
+    config.loss.temperature = 2.0;
+    let err = Trainer::from_parts(config, parts(12, true)).unwrap_err();
+    assert!(err.to_string().contains("temperature 1"), "{err}");
+    let mut config = support::config(out.path(), LossKind::Uld);
+    config.teacher_model = Some("tiny-teacher".into());
+    let err = Trainer::from_parts(config, parts(12, true)).unwrap_err();
+    assert!(err.to_string().contains("stored logprobs"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Soft labels across tokenizers: the teacher's tokens and the student's tokens of the same
-//! response text, matched on byte spans (issue 16's first step).
+//! response text, matched on byte spans.
 //!
 //! Both tokenizations spell the same bytes, so each is a partition of the response's byte
 //! range. Cutting the range wherever both partitions have a boundary gives the finest spans
@@ -10,9 +10,10 @@
 //!   single student token carry over with their probabilities, and the rest of the mass goes to
 //!   the loss's "rest" bucket, as with a shared vocabulary;
 //! - any other span (one teacher token over several student tokens, several over one, or
-//!   several over several, as when a multi-byte character is split differently) carries **hard
-//!   labels only**: its probabilities are over other boundaries, and a chained, span-level
-//!   likelihood (as ALM does) is not built yet.
+//!   several over several, as when a multi-byte character is split differently) has top-k
+//!   alternatives over other boundaries, so the token-level losses give it **hard labels
+//!   only**; the span likelihood loss (`--loss alm`) still compares the teacher's and the
+//!   student's probabilities of the whole span, the product over its tokens on each side.
 //!
 //! [`align`] works on byte lengths only, so it serves any pair of tokenizers.
 

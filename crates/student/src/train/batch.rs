@@ -99,6 +99,24 @@ pub struct SparseTargets {
     pub count: usize,
 }
 
+/// Span targets of a batch, for the vocabulary-free losses ([`super::data::SpanTarget`]).
+#[derive(Debug)]
+pub struct SpanTargets {
+    /// The span of each trained position, `[n]` i64; positions outside every span point at
+    /// one extra span, `count`, whose sum is discarded.
+    pub span_of_row: Tensor,
+    /// The teacher's log-probability of each span, `[count]` f32.
+    pub teacher_logprob: Tensor,
+    /// Trained positions in one-to-one spans (one token on each side), `[m]` i64.
+    pub one_to_one_rows: Tensor,
+    /// The teacher's probabilities at those positions, most likely first, 0-padded, `[m, k]` f32.
+    pub one_to_one_top: Tensor,
+    /// Spans.
+    pub count: usize,
+    /// One-to-one spans (`m`).
+    pub one_to_one: usize,
+}
+
 /// A padded micro-batch on its device.
 #[derive(Debug)]
 pub struct Batch {
@@ -110,6 +128,8 @@ pub struct Batch {
     pub targets: Tensor,
     /// Soft targets from the dataset, when there are any.
     pub soft: Option<SparseTargets>,
+    /// Span targets from the dataset, when there are any.
+    pub spans: Option<SpanTargets>,
     /// Real (unpadded) input tokens.
     pub tokens: usize,
     /// Input tokens including padding (`b * width`).
@@ -127,10 +147,12 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
     let mut positions = Vec::new();
     let mut targets: Vec<i64> = Vec::new();
     let mut soft: Vec<Option<&[(u32, f32)]>> = Vec::new();
+    let mut spans = SpanRows::default();
     let mut tokens = 0;
     for (r, &i) in indices.iter().enumerate() {
         let seq = &sequences[i];
         tokens += seq.len();
+        spans.add(seq, targets.len());
         ids.extend_from_slice(&seq.input_ids);
         ids.extend(std::iter::repeat_n(pad, width - seq.len()));
         for (t, &target) in seq.targets.iter().enumerate().skip(seq.first_target) {
@@ -180,6 +202,7 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
         }
     });
     let count = targets.len();
+    let spans = spans.into_tensors(count, device);
     Batch {
         input_ids: Tensor::from_slice(&ids)
             .reshape([rows as i64, width as i64])
@@ -189,9 +212,67 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
             .to_kind(Kind::Int64)
             .to_device(device),
         soft,
+        spans,
         tokens,
         padded_tokens: rows * width,
         targets_count: count,
+    }
+}
+
+/// Span targets gathered row by row before they become tensors.
+#[derive(Default)]
+struct SpanRows<'a> {
+    /// `(first trained row, rows)` of each span in the batch.
+    rows: Vec<(usize, usize)>,
+    teacher_logprob: Vec<f32>,
+    one_to_one: Vec<(i64, &'a [f32])>,
+}
+
+impl<'a> SpanRows<'a> {
+    /// Adds the spans of `seq`, whose first trained position is batch row `first_row`.
+    fn add(&mut self, seq: &'a Sequence, first_row: usize) {
+        for span in &seq.spans {
+            let start = first_row + span.start;
+            self.rows.push((start, span.len));
+            self.teacher_logprob.push(span.teacher_logprob);
+            if !span.teacher_top.is_empty() {
+                self.one_to_one.push((start as i64, &span.teacher_top));
+            }
+        }
+    }
+
+    /// The batch's [`SpanTargets`] over `n` trained rows, or `None` without spans.
+    fn into_tensors(self, n: usize, device: Device) -> Option<SpanTargets> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let count = self.rows.len();
+        let mut span_of_row = vec![count as i64; n];
+        for (span, &(start, len)) in self.rows.iter().enumerate() {
+            span_of_row[start..start + len].fill(span as i64);
+        }
+        let k = self
+            .one_to_one
+            .iter()
+            .map(|(_, top)| top.len())
+            .max()
+            .unwrap_or(1);
+        let m = self.one_to_one.len();
+        let mut top = vec![0f32; m * k];
+        for (row, (_, probs)) in self.one_to_one.iter().enumerate() {
+            top[row * k..row * k + probs.len()].copy_from_slice(probs);
+        }
+        let rows: Vec<i64> = self.one_to_one.iter().map(|&(r, _)| r).collect();
+        Some(SpanTargets {
+            span_of_row: Tensor::from_slice(&span_of_row).to_device(device),
+            teacher_logprob: Tensor::from_slice(&self.teacher_logprob).to_device(device),
+            one_to_one_rows: Tensor::from_slice(&rows).to_device(device),
+            one_to_one_top: Tensor::from_slice(&top)
+                .reshape([m as i64, k as i64])
+                .to_device(device),
+            count,
+            one_to_one: m,
+        })
     }
 }
 
@@ -262,6 +343,7 @@ mod tests {
                 targets,
                 first_target: first,
                 soft,
+                spans: Vec::new(),
                 truncated: false,
             }
         };
@@ -288,6 +370,49 @@ mod tests {
         assert_eq!(
             Vec::<bool>::try_from(soft.valid.view(-1)).unwrap(),
             [true, true, true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn collate_numbers_spans_across_the_batch() {
+        use super::super::data::SpanTarget;
+        let span = |start, len, lp: f32, top: Vec<f32>| SpanTarget {
+            start,
+            len,
+            teacher_logprob: lp,
+            teacher_top: top,
+        };
+        let seq = |ids: Vec<i64>, first: usize, spans: Vec<SpanTarget>| Sequence {
+            id: String::new(),
+            targets: ids.iter().map(|_| 1).collect(),
+            input_ids: ids,
+            first_target: first,
+            soft: Vec::new(),
+            spans,
+            truncated: false,
+        };
+        // Row 0 trains 3 targets (a two-token span, then the eos outside every span); row 1
+        // trains 2 one-token spans.
+        let seqs = vec![
+            seq(vec![1, 2, 3, 4], 1, vec![span(0, 2, -0.5, vec![])]),
+            seq(
+                vec![7, 8, 9],
+                1,
+                vec![span(0, 1, -0.1, vec![0.9, 0.05]), span(1, 1, -2.0, vec![0.4])],
+            ),
+        ];
+        let b = collate(&seqs, &[0, 1], 0, Device::Cpu);
+        let spans = b.spans.unwrap();
+        assert_eq!((spans.count, spans.one_to_one), (3, 2));
+        assert_eq!(Vec::<i64>::try_from(&spans.span_of_row).unwrap(), [0, 0, 3, 1, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(&spans.teacher_logprob).unwrap(),
+            [-0.5, -0.1, -2.0]
+        );
+        assert_eq!(Vec::<i64>::try_from(&spans.one_to_one_rows).unwrap(), [3, 4]);
+        assert_eq!(
+            Vec::<f32>::try_from(spans.one_to_one_top.view(-1)).unwrap(),
+            [0.9, 0.05, 0.4, 0.0]
         );
     }
 }

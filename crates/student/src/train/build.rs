@@ -11,7 +11,7 @@ use super::checkpoint::{self as ckpt, Fingerprint, STATE_VERSION, TrainerState};
 use super::config::{MixedPrecision, TrainConfig};
 use super::data::{DataStats, Preparer, Sequence, SoftSource};
 use super::error::{Error, Result};
-use super::loss::Divergence;
+use super::loss::SoftObjective;
 use super::optim::{AdamW, LossScaler};
 use super::setup;
 use super::trainer::{Parts, Trainer};
@@ -104,6 +104,7 @@ impl Trainer {
                 .flat_map(|s| &s.soft)
                 .filter(|e| !e.is_empty())
                 .count(),
+            span_targets: seqs.iter().flat_map(|s| &s.spans).map(|s| s.len).sum(),
             // Prepared elsewhere: how their soft labels were made is not known here.
             cross_tokenizer_examples: 0,
         };
@@ -122,7 +123,7 @@ impl Trainer {
         } = parts;
         check_models(&run, &student, teacher.as_ref())?;
         let config = &run.config;
-        let soft_source = if Divergence::from_config(&config.loss).is_some() && teacher.is_none() {
+        let soft_source = if config.loss.kind.needs_soft_labels() && teacher.is_none() {
             SoftSource::Dataset
         } else {
             SoftSource::None
@@ -238,7 +239,7 @@ impl Trainer {
             fingerprint: Fingerprint::new(&config, &train_seqs),
         };
         let mut trainer = Self {
-            divergence: Divergence::from_config(&config.loss),
+            objective: SoftObjective::from_config(&config.loss),
             config,
             device,
             student,
@@ -366,6 +367,20 @@ fn check_sequence(s: &Sequence, vocab: i64, max_len: usize) -> Result<()> {
             .any(|&(id, lp)| !in_vocab(i64::from(id)) || !lp.is_finite())
     {
         return bad("soft targets must be finite, in the vocabulary, and no more than the targets".into());
+    }
+    let mut next = 0;
+    for span in &s.spans {
+        let probabilities = span.teacher_top.iter().all(|p| (0.0..=1.0).contains(p));
+        if span.len == 0 || span.start < next || span.start + span.len > s.trained() || !probabilities {
+            return bad("spans must be non-empty, in order, apart, and within the targets, with probabilities in 0..=1".into());
+        }
+        if span.teacher_logprob.is_nan() || span.teacher_logprob > 0.0 {
+            return bad(format!(
+                "a span's teacher log-probability must be ≤ 0, got {}",
+                span.teacher_logprob
+            ));
+        }
+        next = span.start + span.len;
     }
     Ok(())
 }

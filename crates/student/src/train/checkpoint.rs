@@ -108,7 +108,7 @@ impl Fingerprint {
     }
 }
 
-/// SHA-256 of the sequences, soft targets included: equal hashes mean equal training data.
+/// SHA-256 of the sequences, soft and span targets included: equal hashes mean equal training data.
 pub fn data_hash(sequences: &[Sequence]) -> String {
     let mut h = Sha256::new();
     h.update(b"distill-train-data-v1\0");
@@ -126,6 +126,21 @@ pub fn data_hash(sequences: &[Sequence]) -> String {
             for (id, lp) in entries {
                 h.update(id.to_le_bytes());
                 h.update(lp.to_bits().to_le_bytes());
+            }
+        }
+        // Spans are hashed only where there are some, so hashes of runs without them stay.
+        if !s.spans.is_empty() {
+            h.update((s.spans.len() as u64).to_le_bytes());
+        }
+        for span in &s.spans {
+            h.update(
+                [span.start as u64, span.len as u64, span.teacher_top.len() as u64]
+                    .map(u64::to_le_bytes)
+                    .concat(),
+            );
+            h.update(span.teacher_logprob.to_bits().to_le_bytes());
+            for p in &span.teacher_top {
+                h.update(p.to_bits().to_le_bytes());
             }
         }
     }

@@ -25,6 +25,15 @@ pub enum LossKind {
     Skl,
     /// Skew reverse KL, KL(q ‖ a·q + (1−a)·p) with `skew` = a (DistiLLM).
     Srkl,
+    /// Universal logit distillation: the L1 distance between the teacher's and the student's
+    /// sorted top-k probabilities (Boizard et al., 2024). Vocabulary-free, for a teacher with
+    /// another tokenizer; compared where one teacher token and one student token spell the same
+    /// bytes. Needs the dataset's logprobs.
+    Uld,
+    /// Approximate likelihood matching: the binary KL between the teacher's and the student's
+    /// probabilities of every span where both tokenizations cut the text (Minixhofer et al.,
+    /// 2025). Vocabulary-free and covers every response token. Needs the dataset's logprobs.
+    Alm,
 }
 
 impl LossKind {
@@ -41,6 +50,11 @@ impl LossKind {
     /// Whether the objective needs teacher probabilities (soft labels).
     pub fn needs_soft_labels(self) -> bool {
         self != LossKind::Ce
+    }
+
+    /// Whether the objective compares probabilities without a shared vocabulary (ULD, ALM).
+    pub fn is_vocabulary_free(self) -> bool {
+        matches!(self, LossKind::Uld | LossKind::Alm)
     }
 }
 
@@ -379,6 +393,20 @@ impl TrainConfig {
         }
         if self.teacher_model.is_some() && !l.kind.needs_soft_labels() {
             return bad("a teacher model was given but the loss is `ce`, which does not use it".into());
+        }
+        if l.kind.is_vocabulary_free() {
+            if self.teacher_model.is_some() {
+                return bad(
+                    "`uld` and `alm` use the dataset's stored logprobs; a teacher model shares the student's vocabulary, so use `kl`, `rkl` or `jsd` with it"
+                        .into(),
+                );
+            }
+            if l.temperature != 1.0 {
+                return bad(format!(
+                    "`uld` and `alm` compare probabilities at temperature 1, got temperature {}",
+                    l.temperature
+                ));
+            }
         }
         Ok(())
     }

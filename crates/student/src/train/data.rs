@@ -26,6 +26,22 @@ pub const TEACHER_VOCAB_HASH_KEY: &str = "teacher_vocab_hash";
 /// One teacher alternative at a position: a student token id and its log-probability.
 pub type SoftEntry = (u32, f32);
 
+/// A stretch of the response where the teacher's and the student's tokens both begin and end
+/// (one token on each side where they share a vocabulary): the unit of the vocabulary-free
+/// losses ([`super::config::LossKind::Uld`], [`super::config::LossKind::Alm`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanTarget {
+    /// Its first target, counted from [`Sequence::first_target`].
+    pub start: usize,
+    /// Its student tokens (at least one).
+    pub len: usize,
+    /// The teacher's log-probability of the span: the sum over its tokens.
+    pub teacher_logprob: f32,
+    /// For one token on each side, the teacher's probabilities at that position (the stored
+    /// top-k and the sampled token), most likely first; empty otherwise.
+    pub teacher_top: Vec<f32>,
+}
+
 /// One example, tokenized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sequence {
@@ -40,6 +56,9 @@ pub struct Sequence {
     /// Teacher distributions for targets `first_target + j`, `j < soft.len()`: the stored top-k
     /// (plus the chosen token), most likely first. Empty without soft labels.
     pub soft: Vec<Vec<SoftEntry>>,
+    /// The response's spans, front to back, from the dataset's logprobs (each ends within the
+    /// trained targets). Empty without them.
+    pub spans: Vec<SpanTarget>,
     /// Whether the example was cut to fit the maximum length.
     pub truncated: bool,
 }
@@ -87,6 +106,9 @@ pub struct DataStats {
     pub target_tokens: usize,
     /// Trained targets with a teacher distribution (soft labels); the rest have hard labels.
     pub soft_targets: usize,
+    /// Trained targets inside a span of teacher tokens ([`SpanTarget`]), which the span
+    /// likelihood loss covers whatever the tokenizers.
+    pub span_targets: usize,
     /// Examples whose teacher tokenized differently from the student (another vocabulary, or
     /// tokens the student cannot spell), aligned on byte spans ([`super::align`]).
     pub cross_tokenizer_examples: usize,
@@ -131,6 +153,7 @@ impl<'a> Preparer<'a> {
                     stats.input_tokens += seq.len();
                     stats.target_tokens += seq.trained();
                     stats.soft_targets += seq.soft.iter().filter(|e| !e.is_empty()).count();
+                    stats.span_targets += seq.spans.iter().map(|s| s.len).sum::<usize>();
                     out.push(seq);
                 }
                 None => stats.dropped_long_prompt += 1,
@@ -155,20 +178,17 @@ impl<'a> Preparer<'a> {
             .into_iter()
             .map(i64::from)
             .collect();
-        let (response, soft, aligned) = match self.soft {
+        let (response, aligned) = match self.soft {
             SoftSource::None => {
                 let ids = self.tokenizer.encode(&example.response, false)?;
-                (
-                    ids.into_iter().map(i64::from).collect::<Vec<_>>(),
-                    Vec::new(),
-                    false,
-                )
+                let ids = ids.into_iter().map(i64::from).collect();
+                (Response::hard(ids), false)
             }
             SoftSource::Dataset => self.teacher_tokens(example, source)?,
         };
         let mut full = prompt;
         let prompt_len = full.len();
-        full.extend_from_slice(&response);
+        full.extend_from_slice(&response.ids);
         full.push(self.eos);
         if prompt_len == 0 || prompt_len > self.max_seq_len {
             return Ok((None, aligned));
@@ -179,14 +199,18 @@ impl<'a> Preparer<'a> {
         let mut targets = full[1..=keep].to_vec();
         let first_target = prompt_len - 1;
         targets[..first_target].fill(IGNORE);
-        let mut soft = soft;
+        let Response {
+            mut soft, mut spans, ..
+        } = response;
         soft.truncate(keep - first_target);
+        spans.retain(|s| s.start + s.len <= keep - first_target);
         let sequence = Sequence {
             id: example.id.clone(),
             input_ids,
             targets,
             first_target,
             soft,
+            spans,
             truncated,
         };
         Ok((Some(sequence), aligned))
@@ -196,11 +220,7 @@ impl<'a> Preparer<'a> {
     /// across tokenizers. A teacher with the student's vocabulary (same hash, or no hash and
     /// every token spelled by the student) gives its own tokens, mapped to student ids; any
     /// other is aligned on byte spans ([`super::align`]).
-    fn teacher_tokens(
-        &self,
-        example: &Example,
-        source: &Path,
-    ) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>, bool)> {
+    fn teacher_tokens(&self, example: &Example, source: &Path) -> Result<(Response, bool)> {
         let fail = |reason: String| Error::Example {
             path: source.into(),
             id: example.id.clone(),
@@ -228,25 +248,20 @@ impl<'a> Preparer<'a> {
         }
         if same_hash != Some(false) {
             match self.mapped_tokens(example, source, logprobs) {
-                Ok((ids, soft)) => return Ok((ids, soft, false)),
+                Ok(response) => return Ok((response, false)),
                 // Without a hash, a token the student cannot spell means another vocabulary.
                 Err(Error::UnmappedToken { .. }) if same_hash.is_none() => {}
                 Err(e) => return Err(e),
             }
         }
-        let (ids, soft) = self.aligned_tokens(logprobs).map_err(fail)?;
-        Ok((ids, soft, true))
+        Ok((self.aligned_tokens(logprobs).map_err(fail)?, true))
     }
 
     /// The teacher's own tokens as student ids, each with its top-k alternatives.
-    fn mapped_tokens(
-        &self,
-        example: &Example,
-        source: &Path,
-        logprobs: &[TokenLogprob],
-    ) -> Result<(Vec<i64>, Vec<Vec<SoftEntry>>)> {
+    fn mapped_tokens(&self, example: &Example, source: &Path, logprobs: &[TokenLogprob]) -> Result<Response> {
         let mut ids = Vec::with_capacity(logprobs.len());
         let mut soft = Vec::with_capacity(logprobs.len());
+        let mut spans = Vec::with_capacity(logprobs.len());
         for (position, t) in logprobs.iter().enumerate() {
             let map = |token: &str, bytes: Option<&[u8]>| {
                 map_token(self.tokenizer, token, bytes).ok_or_else(|| Error::UnmappedToken {
@@ -261,18 +276,22 @@ impl<'a> Preparer<'a> {
             soft.push(soft_entries(t, chosen, |alt| {
                 map(&alt.token, alt.bytes.as_deref()).map(Some)
             })?);
+            spans.push(SpanTarget {
+                start: position,
+                len: 1,
+                teacher_logprob: t.logprob as f32,
+                teacher_top: teacher_top(t),
+            });
         }
-        Ok((ids, soft))
+        Ok(Response { ids, soft, spans })
     }
 
     /// The teacher's text as the student tokenizes it, aligned with the teacher's tokens on
     /// byte spans: a student token spelling exactly one teacher token's bytes gets that
     /// position's alternatives that are single student tokens (the rest of the mass is the
-    /// loss's rest bucket); the others get hard labels only.
-    fn aligned_tokens(
-        &self,
-        logprobs: &[TokenLogprob],
-    ) -> std::result::Result<(Vec<i64>, Vec<Vec<SoftEntry>>), String> {
+    /// loss's rest bucket); the others get hard labels only, and every span the sum of its
+    /// teacher tokens' log-probabilities.
+    fn aligned_tokens(&self, logprobs: &[TokenLogprob]) -> std::result::Result<Response, String> {
         let spelled = |t: &TokenLogprob| t.bytes.clone().unwrap_or_else(|| t.token.clone().into_bytes());
         let teacher: Vec<Vec<u8>> = logprobs.iter().map(spelled).collect();
         let text = String::from_utf8(teacher.concat())
@@ -309,8 +328,61 @@ impl<'a> Preparer<'a> {
                 entries
             })
             .collect();
-        Ok((ids.into_iter().map(i64::from).collect(), soft))
+        let spans = alignment
+            .spans
+            .iter()
+            .map(|span| {
+                let teacher = span.teacher.clone().map(|t| &logprobs[spelling[t]]);
+                SpanTarget {
+                    start: span.student.start,
+                    len: span.student.len(),
+                    teacher_logprob: teacher.clone().map(|t| t.logprob).sum::<f64>() as f32,
+                    teacher_top: if span.is_one_to_one() {
+                        teacher.map(teacher_top).next().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
+        let ids = ids.into_iter().map(i64::from).collect();
+        Ok(Response { ids, soft, spans })
     }
+}
+
+/// A response as student ids, with what the teacher said about it.
+struct Response {
+    ids: Vec<i64>,
+    soft: Vec<Vec<SoftEntry>>,
+    spans: Vec<SpanTarget>,
+}
+
+impl Response {
+    /// Hard labels only.
+    fn hard(ids: Vec<i64>) -> Self {
+        Self {
+            ids,
+            soft: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+}
+
+/// The teacher's probabilities at a position, most likely first: its alternatives, and the
+/// sampled token where they miss it. Vocabulary-free, so nothing is lost to unmapped tokens.
+fn teacher_top(t: &TokenLogprob) -> Vec<f32> {
+    let spelled = |token: &str, bytes: Option<&[u8]>| bytes.map_or(token.as_bytes().to_vec(), <[u8]>::to_vec);
+    let chosen = spelled(&t.token, t.bytes.as_deref());
+    let mut top: Vec<f32> = t.top_logprobs.iter().map(|a| a.logprob.exp() as f32).collect();
+    if !t
+        .top_logprobs
+        .iter()
+        .any(|a| spelled(&a.token, a.bytes.as_deref()) == chosen)
+    {
+        top.push(t.logprob.exp() as f32);
+    }
+    top.sort_by(|a, b| b.total_cmp(a));
+    top
 }
 
 /// A position's teacher distribution over student ids: each alternative `student_id` gives an

@@ -6,6 +6,9 @@
 //!   al., 2015): forward KL, reverse KL, generalized JSD(β) and the skew KLs ([`Divergence`]).
 //!   The teacher comes either as full-vocabulary logits ([`full_vocab`]) or as stored top-k
 //!   log-probabilities ([`sparse`], see [`TopKMode`]).
+//! * Vocabulary-free soft labels, for a teacher with another tokenizer: the L1 distance between
+//!   sorted probabilities ([`uld_sum`]) and the binary KL of span likelihoods
+//!   ([`span_likelihood_sum`]).
 //!
 //! Every function returns sums over rows; the trainer divides by the token counts of the whole
 //! optimizer step, so that gradient accumulation gives the same update as one large batch.
@@ -46,7 +49,7 @@ impl Divergence {
     /// The divergence a loss configuration asks for (`None` for hard labels only).
     pub fn from_config(config: &LossConfig) -> Option<Self> {
         Some(match config.kind {
-            LossKind::Ce => return None,
+            LossKind::Ce | LossKind::Uld | LossKind::Alm => return None,
             LossKind::Kl => Divergence::ForwardKl,
             LossKind::Rkl => Divergence::ReverseKl,
             LossKind::Jsd => Divergence::Jsd {
@@ -55,6 +58,28 @@ impl Divergence {
             LossKind::Skl => Divergence::SkewKl { skew: config.skew },
             LossKind::Srkl => Divergence::SkewReverseKl { skew: config.skew },
         })
+    }
+}
+
+/// What the soft term of the loss is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SoftObjective {
+    /// A divergence between teacher and student distributions over the same tokens.
+    Divergence(Divergence),
+    /// [`uld_sum`] at one-to-one positions.
+    Uld,
+    /// [`span_likelihood_sum`] over every span.
+    SpanLikelihood,
+}
+
+impl SoftObjective {
+    /// The soft term a loss configuration asks for (`None` for hard labels only).
+    pub fn from_config(config: &LossConfig) -> Option<Self> {
+        match config.kind {
+            LossKind::Uld => Some(SoftObjective::Uld),
+            LossKind::Alm => Some(SoftObjective::SpanLikelihood),
+            _ => Divergence::from_config(config).map(SoftObjective::Divergence),
+        }
     }
 }
 
@@ -223,6 +248,61 @@ pub fn soft_sum(d: &Distributions, kind: Divergence, t: f64) -> Tensor {
 pub fn soft_sum_weighted(d: &Distributions, kind: Divergence, t: f64, weights: &Tensor) -> Tensor {
     let per_row = divergence(d, kind) * weights.to_kind(d.student.kind());
     per_row.sum(per_row.kind()) * (t * t)
+}
+
+/// Sum over `rows` of ULD's distance (Boizard et al., 2024, "Towards Cross-Tokenizer
+/// Distillation: the Universal Logit Distillation Loss"): Σᵢ |p₍ᵢ₎ − q₍ᵢ₎| between the teacher's
+/// and the student's probabilities sorted in decreasing order, which needs no shared vocabulary.
+///
+/// `logq` `[n, vocab]` are the student's log-probabilities, `rows` `[m]` the positions compared,
+/// `teacher` `[m, k]` the teacher's stored top-k probabilities, most likely first, 0-padded. Both
+/// sides keep their k largest probabilities and one bucket for the rest of the mass.
+pub fn uld_sum(logq: &Tensor, rows: &Tensor, teacher: &Tensor) -> Tensor {
+    let kind = logq.kind();
+    let k = teacher.size()[1];
+    let (student_top, _) = logq.index_select(0, rows).topk(k, -1, true, true);
+    let student_top = student_top.exp();
+    let teacher = teacher.to_kind(kind);
+    let rest = |top: &Tensor| (-top.sum_dim_intlist(-1, false, kind) + 1.0).clamp_min(0.0);
+    let head = (&student_top - &teacher).abs().sum(kind);
+    head + (rest(&student_top) - rest(&teacher)).abs().sum(kind)
+}
+
+/// Largest probability a span may have in [`span_likelihood_sum`], so that log(1 − p) stays finite.
+pub const SPAN_CEILING: f64 = 1.0 - 1e-6;
+
+/// Sum over spans of the binary KL between the teacher's probability p of each span and the
+/// student's q: p·log(p/q) + (1−p)·log((1−p)/(1−q)), as in approximate likelihood matching
+/// (Minixhofer et al., 2025). A span is where both tokenizations cut the text, so both sides
+/// give it a probability (the product over its tokens) whatever their vocabularies.
+///
+/// `logq` `[n, vocab]`, `targets` `[n]`: the student's log-probabilities and tokens;
+/// `span_of_row` `[n]`: each row's span, or `spans` for rows in none; `teacher_logprob`
+/// `[spans]`: log p.
+pub fn span_likelihood_sum(
+    logq: &Tensor,
+    targets: &Tensor,
+    span_of_row: &Tensor,
+    teacher_logprob: &Tensor,
+) -> Tensor {
+    let kind = logq.kind();
+    let spans = teacher_logprob.size()[0];
+    let token = logq.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1);
+    let student = Tensor::zeros([spans + 1], (kind, logq.device()))
+        .index_add(0, span_of_row, &token)
+        .narrow(0, 0, spans);
+    let ceiling = SPAN_CEILING.ln();
+    let lq = student.clamp_max(ceiling);
+    let lp = teacher_logprob.to_kind(kind).clamp_max(ceiling).detach();
+    let p = lp.exp();
+    let kl = &p * (&lp - &lq) + (-&p + 1.0) * (log1mexp(&lp) - log1mexp(&lq));
+    kl.sum(kind)
+}
+
+/// log(1 − eˣ) for x < 0, accurate at both ends (Mächler, 2012).
+fn log1mexp(x: &Tensor) -> Tensor {
+    let near_zero = x.gt(-std::f64::consts::LN_2);
+    (-x.expm1()).log().where_self(&near_zero, &(-x.exp()).log1p())
 }
 
 #[cfg(test)]
@@ -526,5 +606,99 @@ mod tests {
             1.0,
         );
         assert_eq!(a.double_value(&[]), b.double_value(&[]));
+    }
+
+    #[test]
+    fn uld_and_its_gradient_match_a_hand_computation() {
+        // Row 1 only, then both rows; k = 3 with the second teacher padded (its rest is 0.2).
+        let teacher = [[0.5f64, 0.3, 0.1], [0.6, 0.2, 0.0]];
+        for rows in [vec![1i64], vec![0, 1]] {
+            let value = |zs: &[[f64; 5]; 2]| -> f64 {
+                rows.iter()
+                    .enumerate()
+                    .map(|(j, &r)| {
+                        let mut q = softmax(&zs[r as usize], 1.0);
+                        q.sort_by(|a, b| b.total_cmp(a));
+                        let p = &teacher[if rows.len() == 1 { 1 } else { j }];
+                        let head: f64 = (0..3).map(|i| (q[i] - p[i]).abs()).sum();
+                        let rest = |v: &[f64]| (1.0 - v[..3].iter().sum::<f64>()).max(0.0);
+                        head + (rest(&q) - rest(p)).abs()
+                    })
+                    .sum()
+            };
+            let picked: Vec<f64> = if rows.len() == 1 {
+                teacher[1].to_vec()
+            } else {
+                teacher.concat()
+            };
+            let top = Tensor::from_slice(&picked).reshape([rows.len() as i64, 3]);
+            let z = leaf(&STUDENT);
+            let logq = z.log_softmax(-1, Kind::Double);
+            let loss = uld_sum(&logq, &Tensor::from_slice(&rows), &top);
+            let what = format!("ULD on rows {rows:?}");
+            assert!((loss.double_value(&[]) - value(&STUDENT)).abs() < 1e-12, "{what}");
+            loss.backward();
+            assert_close(&grad_rows(&z), &numeric_grad(&STUDENT, &value), 1e-6, &what);
+        }
+    }
+
+    #[test]
+    fn uld_vanishes_when_the_sorted_probabilities_agree_whatever_the_tokens() {
+        // The teacher's top-2 are the student's, but on other tokens: ULD cannot tell.
+        let mut q = softmax(&STUDENT[0], 1.0);
+        q.sort_by(|a, b| b.total_cmp(a));
+        let top = Tensor::from_slice(&q[..2]).reshape([1, 2]);
+        let logq = tensor(&STUDENT).log_softmax(-1, Kind::Double);
+        let loss = uld_sum(&logq, &Tensor::from_slice(&[0i64]), &top);
+        assert!(loss.double_value(&[]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn span_likelihood_and_its_gradient_match_a_hand_computation() {
+        let targets = [2usize, 4];
+        let binary_kl = |p: f64, q: f64| p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
+        // One span over both rows; one span per row; row 0 outside every span.
+        let cases: [(&[i64], &[f64]); 3] = [(&[0, 0], &[0.3]), (&[0, 1], &[0.2, 0.9]), (&[1, 0], &[0.05])];
+        for (span_of_row, teacher) in cases {
+            let value = |zs: &[[f64; 5]; 2]| -> f64 {
+                let mut q = vec![1.0; teacher.len() + 1];
+                for (r, &s) in span_of_row.iter().enumerate() {
+                    q[s as usize] *= softmax(&zs[r], 1.0)[targets[r]];
+                }
+                teacher.iter().zip(&q).map(|(&p, &q)| binary_kl(p, q)).sum()
+            };
+            let z = leaf(&STUDENT);
+            let logq = z.log_softmax(-1, Kind::Double);
+            let lp = Tensor::from_slice(&teacher.iter().map(|p| p.ln()).collect::<Vec<_>>());
+            let loss = span_likelihood_sum(
+                &logq,
+                &Tensor::from_slice(&[2i64, 4]),
+                &Tensor::from_slice(span_of_row),
+                &lp,
+            );
+            let what = format!("spans {span_of_row:?}");
+            assert!((loss.double_value(&[]) - value(&STUDENT)).abs() < 1e-12, "{what}");
+            loss.backward();
+            assert_close(&grad_rows(&z), &numeric_grad(&STUDENT, &value), 1e-6, &what);
+        }
+    }
+
+    #[test]
+    fn span_likelihood_stays_finite_for_certain_spans() {
+        // A teacher certain of a span, and a student that is certain too: finite, about 0.
+        let logits = Tensor::from_slice(&[60.0f64, 0.0, 0.0])
+            .reshape([1, 3])
+            .set_requires_grad(true);
+        let logq = logits.log_softmax(-1, Kind::Double);
+        let loss = span_likelihood_sum(
+            &logq,
+            &Tensor::from_slice(&[0i64]),
+            &Tensor::from_slice(&[0i64]),
+            &Tensor::from_slice(&[0.0f64]),
+        );
+        assert!(loss.double_value(&[]).abs() < 1e-5, "{}", loss.double_value(&[]));
+        loss.backward();
+        let g = Vec::<f64>::try_from(logits.grad().view(-1)).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     }
 }

@@ -11,7 +11,7 @@ use super::checkpoint::Best;
 use super::config::MixedPrecision;
 use super::error::{Error, Result};
 use super::events::{Outcome, TrainEvent, TrainSummary};
-use super::loss;
+use super::loss::{self, SoftObjective};
 use super::metrics::{EvalRecord, MetricsLog, Record, StepRecord};
 use super::optim::learning_rate;
 use super::trainer::Trainer;
@@ -171,7 +171,7 @@ impl Trainer {
         let tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let lr = learning_rate(&self.config.optim, step, self.state.total_steps);
         let scale = self.state.scaler.scale;
-        let (alpha, soft_on) = match self.divergence {
+        let (alpha, soft_on) = match self.objective {
             Some(_) if soft_total > 0 => (self.config.loss.alpha, true),
             _ => (0.0, false),
         };
@@ -288,12 +288,15 @@ impl Trainer {
         }
     }
 
-    /// Positions of a batch that get a soft loss.
+    /// Terms of a batch's soft loss: positions, or spans for the span likelihood.
     fn soft_rows(&self, batch: &Batch) -> usize {
-        match (&self.divergence, &self.teacher) {
+        let spans = batch.spans.as_ref();
+        match (&self.objective, &self.teacher) {
             (None, _) => 0,
-            (Some(_), Some(_)) => batch.targets_count,
-            (Some(_), None) => batch.soft.as_ref().map_or(0, |s| s.count),
+            (Some(SoftObjective::Uld), _) => spans.map_or(0, |s| s.one_to_one),
+            (Some(SoftObjective::SpanLikelihood), _) => spans.map_or(0, |s| s.count),
+            (Some(SoftObjective::Divergence(_)), Some(_)) => batch.targets_count,
+            (Some(SoftObjective::Divergence(_)), None) => batch.soft.as_ref().map_or(0, |s| s.count),
         }
     }
 
@@ -304,8 +307,20 @@ impl Trainer {
         // One vocabulary-wide log-softmax serves the cross-entropy and the soft loss at T = 1.
         let logq = rows.log_softmax(-1, Kind::Float);
         let hard = loss::nll_sum(&logq, &batch.targets);
-        let Some(kind) = self.divergence else {
-            return Ok((hard, None));
+        let kind = match self.objective {
+            None => return Ok((hard, None)),
+            Some(SoftObjective::Divergence(kind)) => kind,
+            Some(SoftObjective::Uld) => {
+                let soft = (batch.spans.as_ref())
+                    .map(|s| loss::uld_sum(&logq, &s.one_to_one_rows, &s.one_to_one_top));
+                return Ok((hard, soft));
+            }
+            Some(SoftObjective::SpanLikelihood) => {
+                let soft = (batch.spans.as_ref()).map(|s| {
+                    loss::span_likelihood_sum(&logq, &batch.targets, &s.span_of_row, &s.teacher_logprob)
+                });
+                return Ok((hard, soft));
+            }
         };
         let t = self.config.loss.temperature;
         let student_t = || {

@@ -13,7 +13,7 @@ use super::config::TrainConfig;
 use super::data::{DataStats, Sequence};
 use super::error::Result;
 use super::events::{TrainEvent, TrainSummary};
-use super::loss::Divergence;
+use super::loss::SoftObjective;
 use super::optim::AdamW;
 use crate::Pretrained;
 
@@ -44,7 +44,7 @@ pub struct Trainer {
     pub(super) val_stats: Option<DataStats>,
     pub(super) optimizer: AdamW,
     pub(super) state: TrainerState,
-    pub(super) divergence: Option<Divergence>,
+    pub(super) objective: Option<SoftObjective>,
     pub(super) batching: BatchSettings,
     pub(super) pad: i64,
     /// The batches of one epoch: `(epoch, batches)`.
