@@ -97,7 +97,7 @@ fn distilgpt2_shaped() -> LoadedModel {
     }))
     .unwrap();
     let model = LoadedModel::new_gpt2(config, Device::Cpu, "distilgpt2-shape".into()).unwrap();
-    distill_student::model::init_like_transformers(&model.vs, 0.02);
+    distill_student::model::init_like_transformers(&model.vs, &model.config, 0.02);
     model
 }
 

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::LoadedModel;
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::{Gemma3Config, LlamaConfig, ModelConfig};
 
 /// `count` layer indices spread evenly over `total` layers, starting at 0
 /// (30 layers, 6 kept: 0, 5, 10, 15, 20, 25).
@@ -18,8 +18,7 @@ pub fn evenly_spaced_layers(total: usize, count: usize) -> Result<Vec<usize>> {
 /// A student made of the teacher's layers `keep` (in that order), with the teacher's
 /// embeddings, final norm and head copied.
 pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedModel> {
-    let teacher_config = teacher.llama_config("layer selection")?;
-    let total = teacher_config.num_hidden_layers as usize;
+    let total = teacher.config.layer_count() as usize;
     if keep.is_empty() {
         return Err(Error::Input("keep at least one layer".into()));
     }
@@ -28,11 +27,30 @@ pub fn select_layers(teacher: &LoadedModel, keep: &[usize]) -> Result<LoadedMode
             "layer {bad} does not exist: the teacher has {total} (0..{total})"
         )));
     }
-    let config = LlamaConfig {
-        num_hidden_layers: keep.len() as i64,
-        ..teacher_config.clone()
+    let (device, source) = (teacher.vs.device(), teacher.source.clone());
+    let student = match &teacher.config {
+        ModelConfig::Llama(c) => {
+            let config = LlamaConfig {
+                num_hidden_layers: keep.len() as i64,
+                ..c.clone()
+            };
+            LoadedModel::new_llama(config, device, source)?
+        }
+        // Each kept layer keeps its attention type (sliding window or global).
+        ModelConfig::Gemma3(c) => {
+            let config = Gemma3Config {
+                num_hidden_layers: keep.len() as i64,
+                layer_types: Some(keep.iter().map(|&i| c.layer_type_names()[i].clone()).collect()),
+                ..c.clone()
+            };
+            LoadedModel::new_gemma3(config, device, source)?
+        }
+        ModelConfig::Gpt2(_) => {
+            return Err(Error::Unsupported(
+                "layer selection supports Llama and Gemma 3 models".into(),
+            ));
+        }
     };
-    let student = LoadedModel::new_llama(config, teacher.vs.device(), teacher.source.clone())?;
     let from = teacher.vs.variables();
     let mut to = student.vs.variables();
     let _guard = tch::no_grad_guard();

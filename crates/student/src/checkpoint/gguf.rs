@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::{InferenceDtype, LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
 use crate::model::llama::{Elements, NamedWeight, StoredMatrix};
-use crate::model::{CausalLm, CpuLlama, LlamaConfig, ModelConfig, Precision};
+use crate::model::{CausalLm, CpuLlama, Gemma3Config, LlamaConfig, ModelConfig, Precision};
 
 /// Reads the model configuration from GGUF metadata (the `llama` architecture).
 pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
@@ -51,6 +51,55 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
     })
 }
 
+/// Reads a Gemma 3 configuration from GGUF metadata (the `gemma3` architecture). What the file
+/// does not store takes the values of llama.cpp and transformers, which agree: the sliding
+/// layers' RoPE base 10,000, every sixth layer global, scores scaled by `head_dim^-½`, no
+/// soft-capping.
+pub fn gemma3_config(gguf: &GgufFile) -> Result<Gemma3Config> {
+    let key = |k: &str| format!("gemma3.{k}");
+    let int = |k: &str| -> Result<i64> { Ok(gguf.get_u64(&key(k))? as i64) };
+    let heads = int("attention.head_count")?;
+    let hidden = int("embedding_length")?;
+    let head_dim = int("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let token_id = |k: &str| gguf.get(k).and_then(|v| v.as_u64()).map(|v| v as i64);
+    let vocab_size = gguf.get_strings("tokenizer.ggml.tokens")?.len() as i64;
+    let float = |k: &str| gguf.get(&key(k)).and_then(|v| v.as_f64());
+    Ok(Gemma3Config {
+        vocab_size,
+        hidden_size: hidden,
+        intermediate_size: int("feed_forward_length")?,
+        num_hidden_layers: int("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: int("attention.head_count_kv").unwrap_or(heads),
+        head_dim,
+        max_position_embeddings: int("context_length").unwrap_or(32_768),
+        rms_norm_eps: gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
+        query_pre_attn_scalar: head_dim as f64,
+        sliding_window: int("attention.sliding_window")?,
+        layer_types: None,
+        sliding_window_pattern: Some(6),
+        rope_theta: Some(float("rope.freq_base").unwrap_or(1_000_000.0)),
+        rope_local_base_freq: Some(float("rope.freq_base_swa").unwrap_or(10_000.0)),
+        rope_scaling: None,
+        rope_parameters: None,
+        final_logit_softcapping: float("final_logit_softcapping"),
+        attn_logit_softcapping: float("attn_logit_softcapping"),
+        hidden_activation: "gelu_pytorch_tanh".into(),
+        tie_word_embeddings: gguf.tensor("output.weight").is_none(),
+        attention_bias: false,
+        use_bidirectional_attention: false,
+        bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+        eos_token_id: token_id("tokenizer.ggml.eos_token_id").map(Into::into),
+        pad_token_id: token_id("tokenizer.ggml.padding_token_id"),
+    })
+}
+
+/// The model architecture a GGUF file declares (`general.architecture`).
+pub fn architecture(path: &Path) -> Result<String> {
+    let gguf = naming_the_file(path, GgufFile::read_header(path).map_err(Error::from))?;
+    Ok(naming_the_file(path, gguf.architecture().map_err(Error::from))?.to_string())
+}
+
 /// Loads a GGUF model onto `device` in f32.
 pub fn load_gguf(path: &Path, device: Device) -> Result<LoadedModel> {
     naming_the_file(path, load(path, device))
@@ -69,6 +118,9 @@ fn naming_the_file<T>(path: &Path, result: Result<T>) -> Result<T> {
 
 fn load(path: &Path, device: Device) -> Result<LoadedModel> {
     let gguf = GgufFile::read_header(path)?;
+    if gguf.architecture()? == "gemma3" {
+        return load_gemma3(&gguf, path, device);
+    }
     let config = llama_config(&gguf)?;
     // Tensor sizes are checked against the file length, so this bounds what the model allocates.
     check_config_fits(config.matrix_elements(), gguf.parameter_count(), path)?;
@@ -95,6 +147,47 @@ fn load(path: &Path, device: Device) -> Result<LoadedModel> {
         });
     assign_weights(&loaded.vs, path, tensors, &[])?;
     Ok(loaded)
+}
+
+/// [`load`] for Gemma 3: its tensors keep HF's row order (no Q/K permutation), and its norm
+/// weights are stored as `1 + w` (convert_hf_to_gguf adds the one; transformers subtracts it).
+fn load_gemma3(gguf: &GgufFile, path: &Path, device: Device) -> Result<LoadedModel> {
+    let config = gemma3_config(gguf)?;
+    check_config_fits(config.matrix_elements(), gguf.parameter_count(), path)?;
+    let loaded = LoadedModel::new_gemma3(config, device, path.to_path_buf())?;
+    let mut file = gguf.open()?;
+    let tensors = gguf.tensors.iter().map(|info| {
+        let name = gemma3_hf_name(&info.name).ok_or_else(|| Error::Weights {
+            path: path.into(),
+            reason: format!("unknown GGUF tensor `{}`", info.name),
+        })?;
+        let mut tensor = read_tensor(gguf, &mut file, info)?;
+        if name.ends_with("norm.weight") {
+            tensor -= 1.0;
+        }
+        Ok((name, tensor.to_device(device)))
+    });
+    assign_weights(&loaded.vs, path, tensors, &[])?;
+    Ok(loaded)
+}
+
+/// The HF name of a llama.cpp tensor name in a Gemma 3 file.
+pub fn gemma3_hf_name(gguf_name: &str) -> Option<String> {
+    let renamed = |layer: &str, hf: &str, suffix: &str| Some(format!("model.layers.{layer}.{hf}.{suffix}"));
+    let rest = gguf_name.strip_prefix("blk.");
+    if let Some((layer, rest)) = rest.and_then(|r| r.split_once('.')) {
+        let (part, suffix) = rest.rsplit_once('.')?;
+        layer.parse::<u32>().ok()?;
+        match part {
+            "post_attention_norm" => return renamed(layer, "post_attention_layernorm", suffix),
+            "ffn_norm" => return renamed(layer, "pre_feedforward_layernorm", suffix),
+            "post_ffw_norm" => return renamed(layer, "post_feedforward_layernorm", suffix),
+            "attn_q_norm" => return renamed(layer, "self_attn.q_norm", suffix),
+            "attn_k_norm" => return renamed(layer, "self_attn.k_norm", suffix),
+            _ => {}
+        }
+    }
+    hf_name(gguf_name)
 }
 
 fn read_tensor(gguf: &GgufFile, file: &mut std::fs::File, info: &TensorInfo) -> Result<Tensor> {

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::{LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
-use crate::model::{Gpt2Config, LlamaConfig, ModelConfig};
+use crate::model::{Gemma3Config, Gpt2Config, LlamaConfig, ModelConfig};
 
 /// Loads an HF directory onto `device` in f32.
 pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
@@ -42,6 +42,11 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
             check_config_fits(config.matrix_elements(), available, dir)?;
             LoadedModel::new_gpt2(config, device, dir.to_path_buf())?
         }
+        "gemma3_text" => {
+            let config: Gemma3Config = serde_json::from_value(raw).map_err(parse_error)?;
+            check_config_fits(config.matrix_elements(), available, dir)?;
+            LoadedModel::new_gemma3(config, device, dir.to_path_buf())?
+        }
         _ => return Err(Error::UnsupportedArchitecture(model_type)),
     };
     let tensors = files.iter().flat_map(|file| match read_tensors(file) {
@@ -55,6 +60,7 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<LoadedModel> {
     // their causal-mask buffers. Neither is a weight.
     let tied = match &loaded.config {
         ModelConfig::Llama(c) => c.tie_word_embeddings,
+        ModelConfig::Gemma3(c) => c.tie_word_embeddings,
         ModelConfig::Gpt2(_) => true,
     };
     let ignore = |name: &str| {
@@ -193,6 +199,16 @@ pub fn save_dir(model: &LoadedModel, dir: &Path) -> Result<()> {
             serde_json::to_value(c).expect("config serialises"),
             json!({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}),
             json!({"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id}),
+        ),
+        ModelConfig::Gemma3(c) => (
+            serde_json::to_value(c).expect("config serialises"),
+            // The layer pattern spelled out per layer, as transformers 5.x writes it.
+            json!({
+                "architectures": ["Gemma3ForCausalLM"],
+                "model_type": "gemma3_text",
+                "layer_types": c.layer_type_names(),
+            }),
+            json!({"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "pad_token_id": c.pad_token_id}),
         ),
     };
     let object = config.as_object_mut().expect("configs serialise to objects");

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use distill_kernels::quant::BlockFormat;
 
 use crate::model::llama::{Elements, NamedWeight, StoredMatrix};
-use crate::model::{CausalLm, CpuLlama, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig, Precision};
+use crate::model::{
+    CausalLm, CpuLlama, Gemma3, Gemma3Config, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelConfig, Precision,
+};
 
 /// The weight format a model generates from (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +94,23 @@ impl LoadedModel {
         })
     }
 
+    /// Builds a Gemma 3 with `config` on `device`, its weights zero (so its norms at identity),
+    /// ready to be loaded.
+    pub fn new_gemma3(config: Gemma3Config, device: Device, source: PathBuf) -> Result<Self> {
+        config.validate().map_err(|reason| Error::Config {
+            path: source.clone(),
+            reason,
+        })?;
+        let vs = nn::VarStore::new(device);
+        let model = CausalLm::Gemma3(Gemma3::new(&vs.root(), &config));
+        Ok(Self {
+            vs,
+            model,
+            config: ModelConfig::Gemma3(config),
+            source,
+        })
+    }
+
     /// The Llama configuration, or an error naming the operation that needs one.
     pub fn llama_config(&self, operation: &str) -> Result<&LlamaConfig> {
         self.config
@@ -129,11 +148,14 @@ impl LoadedModel {
         if self.vs.device() != Device::Cpu {
             return;
         }
-        if precision == Precision::F32 || matches!(self.model, CausalLm::Llama(_)) {
+        // Gemma 3 decodes on libtorch in every precision, so its matrices go column-major.
+        let own_kernels = matches!(self.model, CausalLm::Llama(_))
+            || (precision == Precision::F32 && matches!(self.model, CausalLm::Gpt2(_)));
+        if own_kernels {
             match &mut self.model {
                 CausalLm::Llama(m) => m.fuse_projections(false),
                 CausalLm::Gpt2(m) => m.store_projections_for_decoding(),
-                CausalLm::CpuLlama(_) => {}
+                CausalLm::CpuLlama(_) | CausalLm::Gemma3(_) => {}
             }
             return;
         }
@@ -169,6 +191,11 @@ impl LoadedModel {
                 return Err(Error::Unsupported(format!(
                     "{dtype} weights decode on the CPU only; use --dtype f16 or bf16 on {device:?}"
                 )));
+            }
+            // The CPU kernels serve the Llama architecture; Gemma 3 decodes on libtorch in f32.
+            _ if !path.is_dir() && gguf::architecture(path)? == "gemma3" => {
+                tracing::info!(model = %path.display(), "Gemma 3 decodes on libtorch, in f32");
+                return float(Precision::F32);
             }
             InferenceDtype::Native if gguf::has_quantized_matrices(path)? => None,
             InferenceDtype::Native => Some(gguf::stored_precision(path)?),

@@ -323,7 +323,7 @@ impl Llama {
 
 /// Linear layers start at zero: weights are loaded or initialised afterwards, and random
 /// initialisation of every variable would cost seconds on each load.
-fn linear_config(bias: bool) -> nn::LinearConfig {
+pub(super) fn linear_config(bias: bool) -> nn::LinearConfig {
     nn::LinearConfig {
         ws_init: nn::Init::Const(0.0),
         bs_init: Some(nn::Init::Const(0.0)),
@@ -452,7 +452,7 @@ impl Attention {
 /// Stacks linear layers that read the same input into one matrix (and bias), and re-points each
 /// layer's variables at their rows of it, so the weights are stored once and stay shared with
 /// the variable store.
-fn fuse_linears(parts: &[&nn::Linear], column_major: bool) -> (Tensor, Option<Tensor>) {
+pub(super) fn fuse_linears(parts: &[&nn::Linear], column_major: bool) -> (Tensor, Option<Tensor>) {
     let _guard = tch::no_grad_guard();
     let weights: Vec<&Tensor> = parts.iter().map(|p| &p.ws).collect();
     let mut weight = Tensor::cat(&weights, 0);
@@ -474,7 +474,7 @@ fn fuse_linears(parts: &[&nn::Linear], column_major: bool) -> (Tensor, Option<Te
 }
 
 /// Applies rotary embeddings: `x * cos + rotate_half(x) * sin`.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+pub(super) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     let x1 = x.narrow(-1, 0, half);
     let x2 = x.narrow(-1, half, half);

@@ -1,12 +1,14 @@
 //! Model architectures, their inputs and their key/value cache.
 
 mod decode;
+pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
 
 use tch::{Device, Kind, Tensor};
 
 pub(crate) use decode::{CpuDecoder, retain_rows};
+pub use gemma3::{Gemma3, Gemma3Config};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{CpuLlama, Llama, LlamaConfig};
 
@@ -19,6 +21,8 @@ pub enum ModelConfig {
     Llama(LlamaConfig),
     /// GPT-2 family.
     Gpt2(Gpt2Config),
+    /// Gemma 3 (text).
+    Gemma3(Gemma3Config),
 }
 
 impl ModelConfig {
@@ -27,6 +31,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.vocab_size,
             ModelConfig::Gpt2(c) => c.vocab_size,
+            ModelConfig::Gemma3(c) => c.vocab_size,
         }
     }
 
@@ -35,6 +40,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.num_hidden_layers,
             ModelConfig::Gpt2(c) => c.n_layer,
+            ModelConfig::Gemma3(c) => c.num_hidden_layers,
         }
     }
 
@@ -42,7 +48,7 @@ impl ModelConfig {
     pub fn as_llama(&self) -> Option<&LlamaConfig> {
         match self {
             ModelConfig::Llama(c) => Some(c),
-            ModelConfig::Gpt2(_) => None,
+            ModelConfig::Gpt2(_) | ModelConfig::Gemma3(_) => None,
         }
     }
 
@@ -51,7 +57,7 @@ impl ModelConfig {
     /// and applied untransposed, so only its token embedding (the tied head) is.
     pub fn applies_transposed(&self, name: &str) -> bool {
         match self {
-            ModelConfig::Llama(_) => true,
+            ModelConfig::Llama(_) | ModelConfig::Gemma3(_) => true,
             ModelConfig::Gpt2(_) => name == "transformer.wte.weight",
         }
     }
@@ -225,6 +231,8 @@ pub enum CausalLm {
     Gpt2(Gpt2),
     /// Llama family, held for CPU inference only (quantized weights; not trainable).
     CpuLlama(CpuLlama),
+    /// Gemma 3 (text).
+    Gemma3(Gemma3),
 }
 
 impl CausalLm {
@@ -234,6 +242,7 @@ impl CausalLm {
             CausalLm::Llama(m) => m.forward(input, cache),
             CausalLm::Gpt2(m) => m.forward(input, cache),
             CausalLm::CpuLlama(m) => m.forward(input, cache),
+            CausalLm::Gemma3(m) => m.forward(input, cache),
         }
     }
 
@@ -252,6 +261,7 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => m.forward_rows(input, rows),
             CausalLm::Gpt2(m) => m.forward_rows(input, rows),
+            CausalLm::Gemma3(m) => m.forward_rows(input, rows),
             CausalLm::CpuLlama(m) => {
                 let logits = m.forward(input, None);
                 let vocab = logits.size()[2];
@@ -260,11 +270,13 @@ impl CausalLm {
         }
     }
 
-    /// Fuses projections that read the same input (Llama; GPT-2's are fused already), storing
-    /// the fused matrices row-major or column-major.
+    /// Fuses projections that read the same input (Llama, Gemma 3; GPT-2's are fused already),
+    /// storing the fused matrices row-major or column-major.
     pub fn fuse_projections(&mut self, column_major: bool) {
-        if let CausalLm::Llama(m) = self {
-            m.fuse_projections(column_major);
+        match self {
+            CausalLm::Llama(m) => m.fuse_projections(column_major),
+            CausalLm::Gemma3(m) => m.fuse_projections(column_major),
+            CausalLm::Gpt2(_) | CausalLm::CpuLlama(_) => {}
         }
     }
 
@@ -282,6 +294,7 @@ impl CausalLm {
             CausalLm::Llama(m) => llama::LlamaDecoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Llama),
             CausalLm::Gpt2(m) => gpt2::Gpt2Decoder::new(m, cache, lens, new_tokens).map(CpuDecoder::Gpt2),
             CausalLm::CpuLlama(m) => m.decoder(cache, lens, new_tokens).map(CpuDecoder::Llama),
+            CausalLm::Gemma3(_) => None,
         }
     }
 
@@ -291,6 +304,7 @@ impl CausalLm {
             CausalLm::Llama(m) => m.config().num_hidden_layers as usize,
             CausalLm::Gpt2(m) => m.config().n_layer as usize,
             CausalLm::CpuLlama(m) => m.config().num_hidden_layers as usize,
+            CausalLm::Gemma3(m) => m.config().num_hidden_layers as usize,
         }
     }
 
@@ -298,7 +312,7 @@ impl CausalLm {
     /// rotary positions (Llama) have no hard limit.
     pub fn max_positions(&self) -> Option<usize> {
         match self {
-            CausalLm::Llama(_) | CausalLm::CpuLlama(_) => None,
+            CausalLm::Llama(_) | CausalLm::CpuLlama(_) | CausalLm::Gemma3(_) => None,
             CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).ok(),
         }
     }
@@ -310,6 +324,7 @@ impl CausalLm {
             CausalLm::Llama(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
             CausalLm::Gpt2(m) => usize::try_from(m.config().n_positions).unwrap_or(0),
             CausalLm::CpuLlama(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
+            CausalLm::Gemma3(m) => usize::try_from(m.config().max_position_embeddings).unwrap_or(0),
         }
     }
 
@@ -319,6 +334,7 @@ impl CausalLm {
             CausalLm::Llama(m) => m.device(),
             CausalLm::Gpt2(m) => m.device(),
             CausalLm::CpuLlama(m) => m.device(),
+            CausalLm::Gemma3(m) => m.device(),
         }
     }
 
@@ -328,6 +344,7 @@ impl CausalLm {
             CausalLm::Llama(m) => m.config().vocab_size,
             CausalLm::Gpt2(m) => m.config().vocab_size,
             CausalLm::CpuLlama(m) => m.config().vocab_size,
+            CausalLm::Gemma3(m) => m.config().vocab_size,
         }
     }
 }
@@ -366,15 +383,21 @@ impl Precision {
     }
 }
 
-/// Re-initialises every variable as transformers' `_init_weights` does for Llama:
-/// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms 1.
-pub fn init_like_transformers(vs: &tch::nn::VarStore, std: f64) {
+/// Re-initialises every variable as transformers' `_init_weights` does for Llama and Gemma 3:
+/// weights ~ N(0, `std`) (transformers' `initializer_range`, 0.02 by default), biases 0, norms
+/// at identity (1, or 0 for Gemma's `1 + weight` norms).
+pub fn init_like_transformers(vs: &tch::nn::VarStore, config: &ModelConfig, std: f64) {
     let _guard = tch::no_grad_guard();
+    let identity = if matches!(config, ModelConfig::Gemma3(_)) {
+        0.0
+    } else {
+        1.0
+    };
     // In name order: `variables()` is a HashMap, and the draws must not depend on its order.
     let sorted: std::collections::BTreeMap<_, _> = vs.variables().into_iter().collect();
     for (name, mut var) in sorted {
         if name.ends_with("norm.weight") {
-            let _ = var.fill_(1.0);
+            let _ = var.fill_(identity);
         } else if name.ends_with(".bias") {
             let _ = var.zero_();
         } else {

@@ -41,8 +41,8 @@ use super::{Error, Result, SpecialTokens, Tokenizer};
 const GPT2_DEFAULT_SPECIAL: &str = "<|endoftext|>";
 
 /// `llama_token_type` values that matter here.
-const TOKEN_TYPE_CONTROL: i64 = 3;
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+pub(super) const TOKEN_TYPE_CONTROL: i64 = 3;
+pub(super) const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 const LLAMA3_SPLIT: &str = concat!(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}",
@@ -108,9 +108,9 @@ pub(crate) fn byte_alphabet() -> [char; 256] {
 }
 
 /// The metadata transformers reads, checked for type and consistency.
-struct GgufVocab<'a> {
-    tokens: Vec<&'a str>,
-    token_types: Option<Vec<i64>>,
+pub(super) struct GgufVocab<'a> {
+    pub(super) tokens: Vec<&'a str>,
+    pub(super) token_types: Option<Vec<i64>>,
     merges: Vec<&'a str>,
     pre: Option<&'a str>,
 }
@@ -124,13 +124,17 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
 
     let model = opt_str(gguf, "tokenizer.ggml.model")?
         .ok_or_else(|| bad("tokenizer.ggml.model", "missing".into()))?;
+    let architecture = opt_str(gguf, "general.architecture")?.unwrap_or("");
+    if model == "llama" && super::gguf_spm::GEMMA_ARCHITECTURES.contains(&architecture) {
+        return super::gguf_spm::from_gguf(gguf, read_vocab(gguf, false)?);
+    }
     if model != "gpt2" {
         return Err(Error::UnsupportedModel {
             path: gguf.path.clone(),
             model: model.to_owned(),
         });
     }
-    let vocab = read_vocab(gguf)?;
+    let vocab = read_vocab(gguf, true)?;
     let alphabet = byte_alphabet();
     let in_alphabet = |token: &str| token.chars().all(|c| alphabet.contains(&c));
 
@@ -205,6 +209,24 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
             .map_err(Error::Tokenizers)?;
     }
 
+    finish(gguf, &vocab.tokens, inner, None, &[])
+}
+
+/// What every GGUF tokenizer ends with: the named special tokens (added after the typed
+/// ones, as transformers does), the post-processor, the end-of-sequence ids and the chat
+/// template (the file's, else `fallback_template`); the tokens `end_of_turn` end generation too.
+pub(super) fn finish(
+    gguf: &GgufFile,
+    tokens: &[&str],
+    mut inner: tokenizers::Tokenizer,
+    fallback_template: Option<&str>,
+    end_of_turn: &[&str],
+) -> Result<Tokenizer> {
+    let bad = |key: &str, reason: String| Error::GgufMetadata {
+        path: gguf.path.clone(),
+        key: key.to_owned(),
+        reason,
+    };
     let token_at = |key: &str| -> Result<Option<String>> {
         let Some(value) = gguf.get(key) else {
             return Ok(None);
@@ -212,11 +234,11 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
         let id = value
             .as_u64()
             .ok_or_else(|| bad(key, format!("expected a token id, found {value:?}")))?;
-        let token = usize::try_from(id).ok().and_then(|i| vocab.tokens.get(i));
+        let token = usize::try_from(id).ok().and_then(|i| tokens.get(i));
         let token = token.ok_or_else(|| {
             bad(
                 key,
-                format!("id {id} is outside the vocabulary of {}", vocab.tokens.len()),
+                format!("id {id} is outside the vocabulary of {}", tokens.len()),
             )
         })?;
         Ok(Some((*token).to_owned()))
@@ -249,8 +271,9 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
             eos_ids.extend(inner.token_to_id(&token));
         }
     }
+    eos_ids.extend(end_of_turn.iter().filter_map(|t| inner.token_to_id(t)));
 
-    let chat_template = match opt_str(gguf, "tokenizer.chat_template")? {
+    let chat_template = match opt_str(gguf, "tokenizer.chat_template")?.or(fallback_template) {
         Some(source) => Some(
             ChatTemplate::new(source)
                 .map_err(|e| e.in_file(&gguf.path))?
@@ -315,7 +338,8 @@ pub(super) fn post_processor(
         .map_err(Error::PostProcessorBuild)
 }
 
-fn read_vocab(gguf: &GgufFile) -> Result<GgufVocab<'_>> {
+/// The vocabulary arrays; `tokenizer.ggml.merges` must be there when `with_merges`.
+pub(super) fn read_vocab(gguf: &GgufFile, with_merges: bool) -> Result<GgufVocab<'_>> {
     let bad = |key: &str, reason: String| Error::GgufMetadata {
         path: gguf.path.clone(),
         key: key.to_owned(),
@@ -352,12 +376,16 @@ fn read_vocab(gguf: &GgufFile) -> Result<GgufVocab<'_>> {
             Some(types)
         }
     };
-    let merges = strings(gguf, "tokenizer.ggml.merges")?.ok_or_else(|| {
-        bad(
-            "tokenizer.ggml.merges",
-            "missing (a byte-level BPE vocabulary needs its merges)".into(),
-        )
-    })?;
+    let merges = match strings(gguf, "tokenizer.ggml.merges")? {
+        Some(merges) => merges,
+        None if !with_merges => Vec::new(),
+        None => {
+            return Err(bad(
+                "tokenizer.ggml.merges",
+                "missing (a byte-level BPE vocabulary needs its merges)".into(),
+            ));
+        }
+    };
     let pre = opt_str(gguf, "tokenizer.ggml.pre")?;
     Ok(GgufVocab {
         tokens,
@@ -402,7 +430,7 @@ fn parse_merges(
         .collect()
 }
 
-fn opt_str<'a>(gguf: &'a GgufFile, key: &str) -> Result<Option<&'a str>> {
+pub(super) fn opt_str<'a>(gguf: &'a GgufFile, key: &str) -> Result<Option<&'a str>> {
     match gguf.get(key) {
         None => Ok(None),
         Some(value) => value.as_str().map(Some).ok_or_else(|| Error::GgufMetadata {

@@ -24,6 +24,7 @@
 
 mod chat;
 pub(crate) mod gguf;
+mod gguf_spm;
 mod hf;
 mod jinja;
 

@@ -202,7 +202,7 @@ impl Trainer {
 
         tch::manual_seed(config.seed as i64);
         if config.reinit {
-            init_like_transformers(&student.model.vs, 0.02);
+            init_like_transformers(&student.model.vs, &student.model.config, 0.02);
         }
         let masters = (config.precision == MixedPrecision::Bf16).then(|| {
             let _guard = tch::no_grad_guard();
