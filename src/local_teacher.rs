@@ -16,10 +16,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use distill_data::{FinishReason, Message, TokenLogprob, TopLogprob, Usage};
-use distill_student::tch::{self, Kind, Tensor};
-use distill_student::train::data::{TEACHER_VOCAB_HASH_KEY, token_bytes};
-use distill_student::{ForwardInput, GenerationConfig, Precision, Pretrained, generate};
+use distill_data::{FinishReason, Message, Usage};
+use distill_student::tch;
+use distill_student::train::data::TEACHER_VOCAB_HASH_KEY;
+use distill_student::{GenerationConfig, Precision, Pretrained, generate};
 use distill_teacher::{Choice, Completion, GenerationParams, Teacher, TeacherId};
 
 /// How the local teacher batches and decodes.
@@ -252,15 +252,7 @@ fn answer_batch(model: &Pretrained, jobs: Vec<Job>) {
 }
 
 fn prompt_ids(model: &Pretrained, messages: &[Message]) -> distill_student::Result<Vec<i64>> {
-    let text = model
-        .tokenizer
-        .render_chat(&messages.iter().map(Into::into).collect::<Vec<_>>(), true)?;
-    Ok(model
-        .tokenizer
-        .encode(&text, false)?
-        .into_iter()
-        .map(i64::from)
-        .collect())
+    model.prompt_ids(&messages.iter().map(Into::into).collect::<Vec<_>>())
 }
 
 fn completion(
@@ -274,7 +266,7 @@ fn completion(
     let text = model.tokenizer.decode(&ids, true)?;
     let top_k = usize::from(job.params.top_logprobs);
     let logprobs = if top_k > 0 && !answer.is_empty() {
-        Some(answer_logprobs(model, prompt, answer, top_k)?)
+        Some(model.score(prompt, answer, top_k)?)
     } else {
         None
     };
@@ -299,57 +291,4 @@ fn completion(
         created: None,
         prompt_filter_results: None,
     })
-}
-
-/// The log-probability of each answer token and the `top_k` most likely tokens at its
-/// position, from one forward pass over the prompt and the answer (`top_logprobs[0]` is the
-/// greedy choice).
-fn answer_logprobs(
-    model: &Pretrained,
-    prompt: &[i64],
-    answer: &[i64],
-    top_k: usize,
-) -> distill_student::Result<Vec<TokenLogprob>> {
-    let _guard = tch::no_grad_guard();
-    let full: Vec<i64> = prompt.iter().chain(answer).copied().collect();
-    let input = Tensor::from_slice(&full).unsqueeze(0);
-    let logits = model.model.model.forward(&ForwardInput::new(&input), None);
-    let rows = logits
-        .get(0)
-        .narrow(0, prompt.len() as i64 - 1, answer.len() as i64)
-        .to_kind(Kind::Float)
-        .log_softmax(-1, Kind::Float);
-    let (values, indices) = rows.topk(top_k as i64, -1, true, true);
-    let chosen = rows.gather(1, &Tensor::from_slice(answer).unsqueeze(1), false);
-    let values = Vec::<f32>::try_from(values.view(-1))?;
-    let indices = Vec::<i64>::try_from(indices.view(-1))?;
-    let chosen = Vec::<f32>::try_from(chosen.view(-1))?;
-    let spell = |id: i64| {
-        let spelled = model.tokenizer.id_to_token(id as u32).unwrap_or_default();
-        let bytes = token_bytes(&spelled).unwrap_or_else(|| spelled.into_bytes());
-        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
-    };
-    Ok(answer
-        .iter()
-        .enumerate()
-        .map(|(j, &id)| {
-            let (token, bytes) = spell(id);
-            let top_logprobs = (0..top_k)
-                .map(|r| {
-                    let (token, bytes) = spell(indices[j * top_k + r]);
-                    TopLogprob {
-                        token,
-                        bytes: Some(bytes),
-                        logprob: f64::from(values[j * top_k + r]),
-                    }
-                })
-                .collect();
-            TokenLogprob {
-                token,
-                bytes: Some(bytes),
-                logprob: f64::from(chosen[j]),
-                top_logprobs,
-            }
-        })
-        .collect())
 }

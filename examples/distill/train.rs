@@ -33,9 +33,21 @@ pub struct Args {
     /// Re-initialise the student's weights (from --seed) instead of using the checkpoint's.
     #[arg(long)]
     reinit: bool,
-    /// A local teacher with the student's tokenizer, for full-vocabulary soft labels online.
+    /// A local teacher model (.gguf or HF directory). With the student's tokenizer it gives
+    /// full-vocabulary soft labels online; with another it scores the answers as text and its
+    /// top-20 are aligned with the student's tokens on bytes.
     #[arg(long)]
     teacher_model: Option<PathBuf>,
+    /// On-policy distillation (GKD): the share of batches the student answers itself, for the
+    /// teacher model to score (0 to 1; 1 = every batch). Those batches have soft labels only.
+    #[arg(long, value_name = "LAMBDA", default_value_t = 0.0)]
+    on_policy: f64,
+    /// Most tokens the student samples per on-policy answer.
+    #[arg(long, default_value_t = 128)]
+    on_policy_max_new_tokens: usize,
+    /// Sampling temperature of on-policy answers.
+    #[arg(long, default_value_t = 1.0)]
+    on_policy_temperature: f64,
     /// With --teacher-model: run the teacher once and train from its top K log-probabilities.
     #[arg(long, value_name = "K")]
     teacher_cache_top_k: Option<usize>,
@@ -141,6 +153,9 @@ impl Args {
         c.loss.kind = self
             .loss
             .unwrap_or(LossKind::default_for(self.teacher_model.is_some()));
+        c.on_policy = self.on_policy;
+        c.on_policy_max_new_tokens = self.on_policy_max_new_tokens;
+        c.on_policy_temperature = self.on_policy_temperature;
         c.loss.alpha = self.alpha;
         c.loss.temperature = self.temperature;
         c.loss.jsd_beta = self.jsd_beta;

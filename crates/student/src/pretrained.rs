@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use tch::Device;
+use distill_data::{TokenLogprob, TopLogprob};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{InferenceDtype, LoadedModel, hf};
 use crate::error::Result;
 use crate::generate::{GenerationConfig, generate, new_token_limit};
-use crate::model::Precision;
+use crate::model::{ForwardInput, Precision};
 use crate::tokenizer::{Message, Tokenizer};
 
 /// A causal language model and the tokenizer it was trained with.
@@ -95,6 +96,75 @@ impl Pretrained {
             pad_token: self.tokenizer.pad_token_id().map_or(0, i64::from),
             ..GenerationConfig::default()
         }
+    }
+
+    /// The token ids of a conversation rendered through the chat template, ending with the
+    /// prompt for the model's answer.
+    pub fn prompt_ids(&self, messages: &[Message]) -> Result<Vec<i64>> {
+        let text = self.tokenizer.render_chat(messages, true)?;
+        Ok(self
+            .tokenizer
+            .encode(&text, false)?
+            .into_iter()
+            .map(i64::from)
+            .collect())
+    }
+
+    /// The log-probability of each `answer` token after `prompt`, and the `top_k` most likely
+    /// tokens at its position (`top_logprobs[0]` is the greedy choice), from one teacher-forced
+    /// forward pass over the prompt and the answer alone. Tokens carry their bytes.
+    pub fn score(&self, prompt: &[i64], answer: &[i64], top_k: usize) -> Result<Vec<TokenLogprob>> {
+        let _guard = tch::no_grad_guard();
+        if prompt.is_empty() || answer.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<i64> = prompt.iter().chain(answer).copied().collect();
+        let input = Tensor::from_slice(&full)
+            .unsqueeze(0)
+            .to_device(self.model.model.device());
+        let logits = self.model.model.forward(&ForwardInput::new(&input), None);
+        let rows = logits
+            .get(0)
+            .narrow(0, prompt.len() as i64 - 1, answer.len() as i64)
+            .to_kind(Kind::Float)
+            .log_softmax(-1, Kind::Float)
+            .to_device(Device::Cpu);
+        let top_k = top_k.min(rows.size()[1] as usize);
+        let (values, indices) = rows.topk(top_k as i64, -1, true, true);
+        let chosen = rows.gather(1, &Tensor::from_slice(answer).unsqueeze(1), false);
+        let values = Vec::<f32>::try_from(values.view(-1))?;
+        let indices = Vec::<i64>::try_from(indices.view(-1))?;
+        let chosen = Vec::<f32>::try_from(chosen.view(-1))?;
+        let spell = |id: i64| {
+            let bytes = self.tokenizer.token_bytes(id as u32).unwrap_or_else(|| {
+                let spelled = self.tokenizer.id_to_token(id as u32).unwrap_or_default();
+                spelled.into_bytes()
+            });
+            (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+        };
+        Ok(answer
+            .iter()
+            .enumerate()
+            .map(|(j, &id)| {
+                let (token, bytes) = spell(id);
+                let top_logprobs = (0..top_k)
+                    .map(|r| {
+                        let (token, bytes) = spell(indices[j * top_k + r]);
+                        TopLogprob {
+                            token,
+                            bytes: Some(bytes),
+                            logprob: f64::from(values[j * top_k + r]),
+                        }
+                    })
+                    .collect();
+                TokenLogprob {
+                    token,
+                    bytes: Some(bytes),
+                    logprob: f64::from(chosen[j]),
+                    top_logprobs,
+                }
+            })
+            .collect())
     }
 
     /// Answers a conversation through the chat template, streaming text pieces to `on_text`.

@@ -1,6 +1,8 @@
 //! The trainer end to end on a tiny model: hard and soft labels, validation, outputs, guards,
 //! and an in-process stop/resume that must reproduce an uninterrupted run bit for bit.
 
+#[path = "../../gguf/tests/support/assets.rs"]
+mod assets;
 #[path = "../../gguf/tests/support/chain.rs"]
 mod chain;
 
@@ -14,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use distill_data::{TokenLogprob, TopLogprob};
 use distill_student::LoadedModel;
 use distill_student::tokenizer::Tokenizer;
-use distill_student::train::data::{Preparer, SoftSource, token_bytes};
+use distill_student::train::data::{Preparer, SoftSource};
 use distill_student::train::metrics::Record;
 use distill_student::train::{Error, LossKind, MixedPrecision, Outcome, Parts, TrainEvent, Trainer};
 use tch::{Device, Tensor};
@@ -227,7 +229,7 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
         .unwrap();
     let one_byte: Vec<bool> = response
         .iter()
-        .map(|&id| token_bytes(&tokenizer.id_to_token(id).unwrap()).unwrap().len() == 1)
+        .map(|&id| tokenizer.token_bytes(id).unwrap().len() == 1)
         .collect();
     assert!(
         one_byte.contains(&true) && one_byte.contains(&false),
@@ -252,9 +254,7 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
     assert_eq!(seq.spans.len(), response.len());
     assert_eq!(stats.span_targets, response.len());
     for (i, span) in seq.spans.iter().enumerate() {
-        let bytes = token_bytes(&tokenizer.id_to_token(response[i]).unwrap())
-            .unwrap()
-            .len();
+        let bytes = tokenizer.token_bytes(response[i]).unwrap().len();
         assert_eq!((span.start, span.len), (i, 1));
         assert!(
             (span.teacher_logprob - (-0.2 * bytes as f32)).abs() < 1e-5,
@@ -354,8 +354,109 @@ fn vocabulary_free_losses_train_on_a_teacher_with_another_vocabulary() {
     assert!(err.to_string().contains("temperature 1"), "{err}");
     let mut config = support::config(out.path(), LossKind::Uld);
     config.teacher_model = Some("tiny-teacher".into());
-    let err = Trainer::from_parts(config, parts(12, true)).unwrap_err();
-    assert!(err.to_string().contains("stored logprobs"), "{err}");
+    let mut p = parts(12, true);
+    p.teacher = Some(support::tiny_model(&support::tokenizer(), 1));
+    let err = Trainer::from_parts(config, p).unwrap_err();
+    assert!(err.to_string().contains("shares the student's"), "{err}");
+}
+
+/// A 1-layer teacher for `tokenizer`, with random weights.
+fn random_teacher(tokenizer: &Tokenizer) -> distill_student::Pretrained {
+    let teacher = support::tiny_model(tokenizer, 1);
+    tch::manual_seed(11);
+    distill_student::model::init_like_transformers(&teacher.model.vs, &teacher.model.config, 0.5);
+    teacher
+}
+
+/// Each step's (hard loss, soft loss, on-policy micro-batches), and the training data's
+/// statistics.
+fn step_parts(
+    events: &[TrainEvent],
+) -> (
+    Vec<(f64, Option<f64>, u32)>,
+    distill_student::train::data::DataStats,
+) {
+    let steps = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { record, .. } => {
+                Some((record.hard_loss, record.soft_loss, record.on_policy_batches))
+            }
+            _ => None,
+        })
+        .collect();
+    let stats = events.iter().find_map(|e| match e {
+        TrainEvent::Started { train, .. } => Some(train.clone()),
+        _ => None,
+    });
+    (steps, stats.unwrap())
+}
+
+#[test]
+fn on_policy_distillation_trains_with_a_teacher_of_either_vocabulary() {
+    let _rng = serial();
+    let tokenizer = support::tokenizer();
+    let on_policy = |out: &Path, loss| {
+        let mut config = support::config(out, loss);
+        config.max_steps = Some(3);
+        config.loss.alpha = 1.0;
+        config.on_policy = 1.0;
+        config.on_policy_max_new_tokens = 8;
+        config.teacher_model = Some("tiny-teacher".into());
+        config
+    };
+
+    // The student's vocabulary: its own answers, scored over the whole vocabulary online.
+    let out = tempfile::tempdir().unwrap();
+    let mut p = parts(12, false);
+    p.teacher = Some(random_teacher(&tokenizer));
+    let (summary, events) = run(on_policy(out.path(), LossKind::Jsd), p);
+    assert_eq!(summary.steps, 3);
+    let (steps, stats) = step_parts(&events);
+    assert_eq!(stats.cross_tokenizer_examples, 0);
+    for (hard, soft, on_policy) in &steps {
+        assert_eq!(
+            (*hard, *on_policy),
+            (0.0, 1),
+            "the student's own answers have no hard labels"
+        );
+        assert!(soft.is_some_and(|s| s.is_finite() && s > 0.0), "{steps:?}");
+    }
+
+    // Another vocabulary (SmolLM2's): the teacher scores the dataset's answers once and the
+    // student's answers each step, as text; the student aligns them on bytes.
+    let smollm2 = Tokenizer::from_gguf_file(assets::smollm2_gguf()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut p = parts(12, false);
+    p.teacher = Some(random_teacher(&smollm2));
+    let mut config = on_policy(out.path(), LossKind::Kl);
+    config.on_policy = 0.5;
+    config.optim.grad_accum = 2;
+    let (summary, events) = run(config, p);
+    assert_eq!(summary.steps, 3);
+    let (steps, stats) = step_parts(&events);
+    assert_eq!(stats.cross_tokenizer_examples, stats.sequences);
+    assert!(stats.soft_targets > 0);
+    assert!(
+        steps
+            .iter()
+            .all(|(h, s, _)| h.is_finite() && s.is_some_and(f64::is_finite)),
+        "{steps:?}"
+    );
+    let sampled: u32 = steps.iter().map(|s| s.2).sum();
+    assert!(
+        0 < sampled && sampled < 6,
+        "about half of 6 micro-batches: {steps:?}"
+    );
+
+    // Without a teacher, or with the loss `ce`, on-policy has nothing to learn from.
+    let mut config = on_policy(out.path(), LossKind::Ce);
+    let err = Trainer::from_parts(config.clone(), parts(12, false)).unwrap_err();
+    assert!(err.to_string().contains("`ce`"), "{err}");
+    config.loss.kind = LossKind::Kl;
+    config.teacher_model = None;
+    let err = Trainer::from_parts(config, parts(12, false)).unwrap_err();
+    assert!(err.to_string().contains("needs a teacher model"), "{err}");
 }
 
 #[test]

@@ -74,7 +74,7 @@ pub fn gemma3_config(gguf: &GgufFile) -> Result<Gemma3Config> {
         head_dim,
         max_position_embeddings: int("context_length").unwrap_or(32_768),
         rms_norm_eps: gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-        query_pre_attn_scalar: head_dim as f64,
+        query_pre_attn_scalar: head_dim,
         sliding_window: int("attention.sliding_window")?,
         layer_types: None,
         sliding_window_pattern: Some(6),

@@ -43,8 +43,9 @@ pub struct Gemma3Config {
     /// RMSNorm epsilon.
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
-    /// Attention scores are scaled by `query_pre_attn_scalar^-½`.
-    pub query_pre_attn_scalar: f64,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-½` (an integer, as transformers
+    /// validates it).
+    pub query_pre_attn_scalar: i64,
     /// How many positions a sliding-window layer sees, itself included.
     pub sliding_window: i64,
     /// `sliding_attention` or `full_attention` for each layer (5.x); derived from
@@ -209,7 +210,7 @@ impl Gemma3Config {
                 self.num_attention_heads, self.num_key_value_heads, self.head_dim
             ));
         }
-        if self.query_pre_attn_scalar.is_nan() || self.query_pre_attn_scalar <= 0.0 {
+        if self.query_pre_attn_scalar <= 0 {
             return Err(format!(
                 "query_pre_attn_scalar must be positive, got {}",
                 self.query_pre_attn_scalar
@@ -468,7 +469,7 @@ impl Attention {
             heads,
             kv_heads,
             head_dim,
-            scale: c.query_pre_attn_scalar.powf(-0.5),
+            scale: (c.query_pre_attn_scalar as f64).powf(-0.5),
         }
     }
 

@@ -27,6 +27,7 @@ pub(crate) mod gguf;
 mod gguf_spm;
 mod hf;
 mod jinja;
+mod spelling;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -230,6 +231,7 @@ pub struct Tokenizer {
     config_extra: serde_json::Map<String, serde_json::Value>,
     vocab_size: usize,
     vocab_hash: String,
+    spelling: spelling::Spelling,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -298,6 +300,7 @@ impl Tokenizer {
                 eos_unique.push(id);
             }
         }
+        let spelling = spelling::Spelling::of(&inner);
         Ok(Self {
             inner,
             special,
@@ -309,6 +312,7 @@ impl Tokenizer {
             config_extra,
             vocab_size,
             vocab_hash,
+            spelling,
         })
     }
 
@@ -402,6 +406,22 @@ impl Tokenizer {
     /// The token (as spelled in the vocabulary) of an id, if any.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The bytes token `id` stands for in text, where the vocabulary's spelling is known
+    /// (byte-level BPE, or SentencePiece-style pieces with byte fallback).
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        self.spelling.bytes(&self.inner.id_to_token(id)?)
+    }
+
+    /// The id of the single token standing for `bytes`, else of the token written `text` as it
+    /// is (special tokens); `None` when no one token spells them.
+    pub fn token_for_bytes(&self, bytes: &[u8], text: &str) -> Option<u32> {
+        self.spelling
+            .spellings(bytes)
+            .iter()
+            .find_map(|spelled| self.inner.token_to_id(spelled))
+            .or_else(|| self.inner.token_to_id(text))
     }
 
     /// The model's own chat template, if it has one.

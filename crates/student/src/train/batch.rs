@@ -136,6 +136,8 @@ pub struct Batch {
     pub padded_tokens: usize,
     /// Trained positions (`n`).
     pub targets_count: usize,
+    /// Whether the student sampled the answers (on-policy distillation): soft labels only.
+    pub on_policy: bool,
 }
 
 /// Pads the sequences `indices` into one batch on `device`. Padding sits on the right: under
@@ -216,6 +218,7 @@ pub fn collate(sequences: &[Sequence], indices: &[usize], pad: i64, device: Devi
         tokens,
         padded_tokens: rows * width,
         targets_count: count,
+        on_policy: false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! edge ([`Resolved`]); then the data is tokenized, the models are checked against each other,
 //! the optimizer is made, and a checkpoint is resumed when asked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tch::{Device, Tensor};
 
@@ -12,11 +12,20 @@ use super::config::{MixedPrecision, TrainConfig};
 use super::data::{DataStats, Preparer, Sequence, SoftSource};
 use super::error::{Error, Result};
 use super::loss::SoftObjective;
+use super::on_policy;
 use super::optim::{AdamW, LossScaler};
 use super::setup;
 use super::trainer::{Parts, Trainer};
 use crate::Pretrained;
 use crate::model::init_like_transformers;
+
+/// The teacher model with the student's vocabulary, the one with another, and the prompts the
+/// latter reads.
+type Teachers = (
+    Option<Pretrained>,
+    Option<Pretrained>,
+    HashMap<String, Vec<distill_data::Message>>,
+);
 
 /// A configuration that has been checked, with the device it resolves to.
 struct Resolved {
@@ -110,7 +119,8 @@ impl Trainer {
         };
         let train_stats = stats(&train);
         let val_stats = (!val.is_empty()).then(|| stats(&val));
-        Self::assemble(run, student, teacher, (train, train_stats), (val, val_stats))
+        let teachers = (teacher, None, HashMap::new());
+        Self::assemble(run, student, teachers, (train, train_stats), (val, val_stats))
     }
 
     /// Tokenizes the examples of `parts` through the student's chat template.
@@ -118,11 +128,39 @@ impl Trainer {
         let Parts {
             student,
             teacher,
-            train,
-            val,
+            mut train,
+            mut val,
         } = parts;
+        // A teacher with another vocabulary scores the answers as text, once, up front.
+        let foreign = teacher
+            .as_ref()
+            .is_some_and(|t| t.tokenizer.vocab_hash() != student.tokenizer.vocab_hash());
+        let (teacher, foreign_teacher) = if foreign { (None, teacher) } else { (teacher, None) };
         check_models(&run, &student, teacher.as_ref())?;
         let config = &run.config;
+        if let Some(t) = &foreign_teacher {
+            if config.teacher_cache_top_k.is_some() {
+                return Err(Error::Config(
+                    "the teacher cache needs a teacher with the student's vocabulary; this one has another, so its scores are aligned on bytes instead".into(),
+                ));
+            }
+            tracing::info!(
+                examples = train.len() + val.len(),
+                "the teacher model has another vocabulary: scoring the answers with it"
+            );
+            on_policy::relabel(t, &mut train)?;
+            on_policy::relabel(t, &mut val)?;
+        }
+        if teacher.is_some() && config.loss.kind.is_vocabulary_free() {
+            return Err(Error::Config(
+                "`uld` and `alm` are for a teacher with another vocabulary; this teacher model shares the student's, so use `kl`, `rkl` or `jsd`".into(),
+            ));
+        }
+        let prompts = if foreign_teacher.is_some() {
+            on_policy::prompts_by_id(&train)
+        } else {
+            HashMap::new()
+        };
         let soft_source = if config.loss.kind.needs_soft_labels() && teacher.is_none() {
             SoftSource::Dataset
         } else {
@@ -166,7 +204,7 @@ impl Trainer {
         Self::assemble(
             run,
             student,
-            teacher,
+            (teacher, foreign_teacher, prompts),
             (train_seqs, train_stats),
             (val_seqs, val_stats),
         )
@@ -177,7 +215,7 @@ impl Trainer {
     fn assemble(
         run: Resolved,
         mut student: Pretrained,
-        mut teacher: Option<Pretrained>,
+        (mut teacher, foreign_teacher, prompts): Teachers,
         (mut train_seqs, train_stats): (Vec<Sequence>, DataStats),
         (val_seqs, val_stats): (Vec<Sequence>, Option<DataStats>),
     ) -> Result<Self> {
@@ -244,6 +282,8 @@ impl Trainer {
             device,
             student,
             teacher,
+            foreign_teacher,
+            prompts,
             train: train_seqs,
             train_stats,
             val: val_seqs,

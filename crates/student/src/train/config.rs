@@ -256,6 +256,13 @@ pub struct TrainConfig {
     /// With `teacher_model`: run the teacher once over the training data and train from its top
     /// `k` log-probabilities, kept in `output_dir/teacher_topk.safetensors`.
     pub teacher_cache_top_k: Option<usize>,
+    /// On-policy distillation (GKD): the share λ of micro-batches whose responses the student
+    /// samples itself, for the teacher model to score (0 = off, 1 = every batch).
+    pub on_policy: f64,
+    /// Most tokens the student samples per on-policy response.
+    pub on_policy_max_new_tokens: usize,
+    /// Sampling temperature of on-policy responses.
+    pub on_policy_temperature: f64,
     /// Where checkpoints, metrics and the final model go.
     pub output_dir: PathBuf,
     /// The objective.
@@ -311,6 +318,9 @@ impl TrainConfig {
             reinit: false,
             teacher_model: None,
             teacher_cache_top_k: None,
+            on_policy: 0.0,
+            on_policy_max_new_tokens: 128,
+            on_policy_temperature: 1.0,
             output_dir: output_dir.into(),
             loss: LossConfig::default(),
             optim: OptimConfig::default(),
@@ -394,18 +404,33 @@ impl TrainConfig {
         if self.teacher_model.is_some() && !l.kind.needs_soft_labels() {
             return bad("a teacher model was given but the loss is `ce`, which does not use it".into());
         }
-        if l.kind.is_vocabulary_free() {
-            if self.teacher_model.is_some() {
+        if l.kind.is_vocabulary_free() && l.temperature != 1.0 {
+            return bad(format!(
+                "`uld` and `alm` compare probabilities at temperature 1, got temperature {}",
+                l.temperature
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.on_policy) {
+            return bad(format!(
+                "the on-policy share must be in 0..=1, got {}",
+                self.on_policy
+            ));
+        }
+        if self.on_policy > 0.0 {
+            if self.teacher_model.is_none() || self.teacher_cache_top_k.is_some() {
+                return bad("on-policy distillation needs a teacher model to score the student's samples (and no teacher cache)".into());
+            }
+            if !l.kind.needs_soft_labels() {
                 return bad(
-                    "`uld` and `alm` use the dataset's stored logprobs; a teacher model shares the student's vocabulary, so use `kl`, `rkl` or `jsd` with it"
+                    "on-policy distillation trains on the teacher's probabilities; the loss `ce` has none"
                         .into(),
                 );
             }
-            if l.temperature != 1.0 {
-                return bad(format!(
-                    "`uld` and `alm` compare probabilities at temperature 1, got temperature {}",
-                    l.temperature
-                ));
+            if self.on_policy_max_new_tokens == 0
+                || self.on_policy_temperature.is_nan()
+                || self.on_policy_temperature < 0.0
+            {
+                return bad("on-policy responses need at least one new token and a temperature ≥ 0".into());
             }
         }
         Ok(())

@@ -78,6 +78,28 @@ impl Sequence {
     pub fn trained(&self) -> usize {
         self.targets.len() - self.first_target
     }
+
+    /// The sequence `prompt + response`, trained on the response (hard labels only), cut to
+    /// `max_seq_len` inputs; `None` when the prompt leaves no room for a response.
+    pub fn from_ids(id: &str, prompt: &[i64], response: &[i64], max_seq_len: usize) -> Option<Self> {
+        if prompt.is_empty() || prompt.len() > max_seq_len || response.is_empty() {
+            return None;
+        }
+        let full: Vec<i64> = prompt.iter().chain(response).copied().collect();
+        let keep = (full.len() - 1).min(max_seq_len);
+        let first_target = prompt.len() - 1;
+        let mut targets = full[1..=keep].to_vec();
+        targets[..first_target].fill(IGNORE);
+        Some(Sequence {
+            id: id.to_owned(),
+            input_ids: full[..keep].to_vec(),
+            targets,
+            first_target,
+            soft: Vec::new(),
+            spans: Vec::new(),
+            truncated: keep < full.len() - 1,
+        })
+    }
 }
 
 /// Where soft labels come from while preparing data.
@@ -186,34 +208,18 @@ impl<'a> Preparer<'a> {
             }
             SoftSource::Dataset => self.teacher_tokens(example, source)?,
         };
-        let mut full = prompt;
-        let prompt_len = full.len();
-        full.extend_from_slice(&response.ids);
-        full.push(self.eos);
-        if prompt_len == 0 || prompt_len > self.max_seq_len {
-            return Ok((None, aligned));
-        }
-        let keep = (full.len() - 1).min(self.max_seq_len);
-        let truncated = keep < full.len() - 1;
-        let input_ids = full[..keep].to_vec();
-        let mut targets = full[1..=keep].to_vec();
-        let first_target = prompt_len - 1;
-        targets[..first_target].fill(IGNORE);
-        let Response {
-            mut soft, mut spans, ..
-        } = response;
-        soft.truncate(keep - first_target);
-        spans.retain(|s| s.start + s.len <= keep - first_target);
-        let sequence = Sequence {
-            id: example.id.clone(),
-            input_ids,
-            targets,
-            first_target,
-            soft,
-            spans,
-            truncated,
-        };
-        Ok((Some(sequence), aligned))
+        let mut answer = response.ids.clone();
+        answer.push(self.eos);
+        let Response { soft, spans, .. } = response;
+        let sequence = Sequence::from_ids(&example.id, &prompt, &answer, self.max_seq_len).map(|mut seq| {
+            let trained = seq.trained();
+            seq.soft = soft;
+            seq.soft.truncate(trained);
+            seq.spans = spans;
+            seq.spans.retain(|s| s.start + s.len <= trained);
+            seq
+        });
+        Ok((sequence, aligned))
     }
 
     /// The response's tokens and their teacher distributions, and whether they were aligned
@@ -299,14 +305,9 @@ impl<'a> Preparer<'a> {
         let ids = self.tokenizer.encode(&text, false).map_err(|e| e.to_string())?;
         let student_lens = ids
             .iter()
-            .map(|&id| {
-                self.tokenizer
-                    .id_to_token(id)
-                    .and_then(|t| token_bytes(&t))
-                    .map(|b| b.len())
-            })
+            .map(|&id| self.tokenizer.token_bytes(id).map(|b| b.len()))
             .collect::<Option<Vec<usize>>>()
-            .ok_or("the student's tokenizer is not byte-level, so its tokens' bytes are unknown")?;
+            .ok_or("the student's tokenizer spells tokens in an unknown alphabet (neither byte-level BPE nor SentencePiece pieces), so their bytes are unknown")?;
         // A token that spells no bytes (some APIs send such) takes no part in the alignment.
         let spelling: Vec<usize> = (0..teacher.len()).filter(|&t| !teacher[t].is_empty()).collect();
         let teacher_lens: Vec<usize> = spelling.iter().map(|&t| teacher[t].len()).collect();
@@ -422,64 +423,8 @@ pub fn split_examples(examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
     (train, val)
 }
 
-/// GPT-2's byte-to-character table: the printable bytes stand for themselves, the others are
-/// shifted to U+0100 onwards, so that byte-level BPE vocabularies spell every byte sequence.
-fn byte_level_table() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let mut next = 256u32;
-    for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        table[b as usize] = if printable {
-            char::from(b)
-        } else {
-            let c = char::from_u32(next).expect("below the surrogates");
-            next += 1;
-            c
-        };
-    }
-    table
-}
-
-/// The student id of a teacher token: its bytes (or text) spelled as a byte-level BPE token, or
-/// else the text as the vocabulary spells it (special tokens, non-byte-level vocabularies).
+/// The student id of a teacher token: the one student token standing for its bytes (or text),
+/// else the token written as its text (special tokens).
 pub fn map_token(tokenizer: &Tokenizer, token: &str, bytes: Option<&[u8]>) -> Option<u32> {
-    use std::sync::OnceLock;
-    static TABLE: OnceLock<[char; 256]> = OnceLock::new();
-    let table = TABLE.get_or_init(byte_level_table);
-    let raw = bytes.unwrap_or(token.as_bytes());
-    let spelled: String = raw.iter().map(|&b| table[b as usize]).collect();
-    tokenizer
-        .token_to_id(&spelled)
-        .or_else(|| tokenizer.token_to_id(token))
-}
-
-/// The raw bytes of a byte-level BPE token as the vocabulary spells it (the inverse of the table
-/// [`map_token`] uses), or `None` when it is not byte-level.
-pub fn token_bytes(spelled: &str) -> Option<Vec<u8>> {
-    let table = byte_level_table();
-    spelled
-        .chars()
-        .map(|c| table.iter().position(|&t| t == c).map(|b| b as u8))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_level_table_matches_gpt2() {
-        let table = byte_level_table();
-        assert_eq!(table[b' ' as usize], 'Ġ');
-        assert_eq!(table[b'\n' as usize], 'Ċ');
-        assert_eq!(table[b'A' as usize], 'A');
-        assert_eq!(table[0], 'Ā');
-        // All 256 characters are distinct, so the mapping is invertible.
-        let mut chars = table.to_vec();
-        chars.sort_unstable();
-        chars.dedup();
-        assert_eq!(chars.len(), 256);
-        assert_eq!(token_bytes("Ġthe").unwrap(), b" the");
-        assert_eq!(token_bytes("Ċ").unwrap(), b"\n");
-    }
+    tokenizer.token_for_bytes(bytes.unwrap_or(token.as_bytes()), token)
 }

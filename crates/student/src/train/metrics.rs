@@ -18,7 +18,8 @@ pub struct StepRecord {
     pub epoch: u64,
     /// The objective.
     pub loss: f64,
-    /// Mean cross-entropy on the teacher's tokens.
+    /// Mean cross-entropy on the teacher's tokens (0 when the student answered every
+    /// micro-batch of the step itself, on-policy).
     pub hard_loss: f64,
     /// Mean T²·divergence on positions with soft targets (`None` for hard labels only).
     pub soft_loss: Option<f64>,
@@ -30,8 +31,15 @@ pub struct StepRecord {
     pub tokens_per_second: f64,
     /// Real input tokens in this step.
     pub tokens: u64,
+    /// Micro-batches the student answered itself (on-policy distillation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub on_policy_batches: u32,
     /// Seconds since the run started (across resumes).
     pub elapsed_seconds: f64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One evaluation on the validation data.
@@ -39,7 +47,8 @@ pub struct StepRecord {
 pub struct EvalRecord {
     /// Steps completed when it ran.
     pub step: u64,
-    /// Mean cross-entropy on the teacher's tokens (the early-stopping criterion).
+    /// Mean cross-entropy on the teacher's tokens (0 when the student answered every
+    /// micro-batch of the step itself, on-policy).(the early-stopping criterion).
     pub val_loss: f64,
     /// Mean soft loss on the validation data, where it has soft targets.
     pub val_soft_loss: Option<f64>,
@@ -229,6 +238,7 @@ mod tests {
             grad_norm: 1.0,
             tokens_per_second: 10.0,
             tokens: 5,
+            on_policy_batches: 0,
             elapsed_seconds: 1.0,
         })
     }

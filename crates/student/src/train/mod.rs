@@ -16,9 +16,11 @@
 //! Progress comes through a callback of [`TrainEvent`]s; a raised stop flag ends the run after
 //! the current step with a checkpoint. Nothing here prints or reads the environment.
 //!
-//! Soft labels need teacher probabilities over the student's vocabulary: either the top-k
-//! logprobs stored in the dataset, or a local teacher model with the same tokenizer (checked
-//! by vocabulary hash). Stored top-k from a teacher with the student's vocabulary (the same
+//! Soft labels need teacher probabilities: either the top-k logprobs stored in the dataset, or
+//! a local teacher model. A teacher model with the student's tokenizer (checked by vocabulary
+//! hash) gives full-vocabulary logits online; one with another tokenizer scores the dataset's
+//! answers once, as text, keeping its top-k ([`on_policy`]). On-policy distillation (GKD)
+//! lets the student answer a share of the batches itself, for the teacher to score. Stored top-k from a teacher with the student's vocabulary (the same
 //! [`data::TEACHER_VOCAB_HASH_KEY`], or none and every token spelled by the student) is mapped
 //! token for token; from any other teacher, the student tokenizes the teacher's text and the
 //! two are aligned on byte spans ([`align`]): soft labels where a student token spells exactly
@@ -34,6 +36,7 @@ mod error;
 pub mod events;
 pub mod loss;
 pub mod metrics;
+pub mod on_policy;
 pub mod optim;
 mod outputs;
 mod run;

@@ -13,6 +13,7 @@ use super::error::{Error, Result};
 use super::events::{Outcome, TrainEvent, TrainSummary};
 use super::loss::{self, SoftObjective};
 use super::metrics::{EvalRecord, MetricsLog, Record, StepRecord};
+use super::on_policy;
 use super::optim::learning_rate;
 use super::trainer::Trainer;
 use crate::model::{CausalLm, ForwardInput};
@@ -165,8 +166,13 @@ impl Trainer {
         let step = self.state.step;
         let _span = tracing::debug_span!("step", step).entered();
         let epoch = self.state.position.epoch;
-        let batches = self.next_group();
-        let hard_total: usize = batches.iter().map(|b| b.targets_count).sum();
+        let batches = self.next_group(step)?;
+        // The student's own answers (on-policy batches) have no hard labels.
+        let hard_total: usize = batches
+            .iter()
+            .filter(|b| !b.on_policy)
+            .map(|b| b.targets_count)
+            .sum();
         let soft_total: usize = batches.iter().map(|b| self.soft_rows(b)).sum();
         let tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let lr = learning_rate(&self.config.optim, step, self.state.total_steps);
@@ -179,14 +185,19 @@ impl Trainer {
         self.optimizer.zero_grad();
         for batch in &batches {
             let (hard, soft) = self.losses(batch)?;
-            let mut objective = &hard * ((1.0 - alpha) / hard_total as f64);
+            let hard_weight = if batch.on_policy {
+                0.0
+            } else {
+                (1.0 - alpha) / hard_total as f64
+            };
+            let mut objective = &hard * hard_weight;
             if let (Some(soft), true) = (&soft, soft_on) {
                 objective += soft * (alpha / soft_total as f64);
             }
             let h = hard.double_value(&[]);
             let s = soft.as_ref().map_or(0.0, |s| s.double_value(&[]));
             finite &= h.is_finite() && s.is_finite();
-            hard_sum += h;
+            hard_sum += if batch.on_policy { 0.0 } else { h };
             soft_sum += s;
             if finite {
                 (objective * scale).f_backward()?;
@@ -207,7 +218,11 @@ impl Trainer {
         self.optimizer.zero_grad();
         self.state.scaler.update(true);
         self.state.bad_steps = 0;
-        let hard_loss = hard_sum / hard_total as f64;
+        let hard_loss = if hard_total > 0 {
+            hard_sum / hard_total as f64
+        } else {
+            0.0
+        };
         let soft_loss = soft_on.then(|| soft_sum / soft_total as f64);
         let loss = match soft_loss {
             Some(s) => (1.0 - alpha) * hard_loss + alpha * s,
@@ -223,12 +238,14 @@ impl Trainer {
             grad_norm,
             tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
             tokens: tokens as u64,
+            on_policy_batches: batches.iter().filter(|b| b.on_policy).count() as u32,
             elapsed_seconds: 0.0,
         }))
     }
 
-    /// The micro-batches of the next accumulation group, collated on the run's device.
-    fn next_group(&mut self) -> Vec<Batch> {
+    /// The micro-batches of the next accumulation group (of step `step`), collated on the run's
+    /// device; with on-policy distillation, a share of them answered by the student.
+    fn next_group(&mut self, step: u64) -> Result<Vec<Batch>> {
         let accum = self.config.optim.grad_accum as usize;
         let mut group = Vec::with_capacity(accum);
         while group.len() < accum {
@@ -237,10 +254,23 @@ impl Trainer {
                 None => break,
             }
         }
-        group
-            .iter()
-            .map(|idx| collate(&self.train, idx, self.pad, self.device))
-            .collect()
+        let seed = self.config.seed;
+        let mut batches = Vec::with_capacity(group.len());
+        for (micro, indices) in group.iter().enumerate() {
+            if on_policy::is_on_policy(seed, step, micro, self.config.on_policy) {
+                let sample_seed = seed ^ step.rotate_left(20) ^ micro as u64;
+                let sampled = self.sample_answers(indices, sample_seed)?;
+                if !sampled.is_empty() {
+                    let all: Vec<usize> = (0..sampled.len()).collect();
+                    let mut batch = collate(&sampled, &all, self.pad, self.device);
+                    batch.on_policy = true;
+                    batches.push(batch);
+                    continue;
+                }
+            }
+            batches.push(collate(&self.train, indices, self.pad, self.device));
+        }
+        Ok(batches)
     }
 
     /// Drops the gradients of a step whose loss or gradient is not finite (step `step`, at loss

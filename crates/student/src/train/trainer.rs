@@ -1,6 +1,7 @@
 //! The [`Trainer`]: what a run holds. Building it is in `build.rs` (load, prepare, resume), the
 //! loop and its step in `run.rs`, the files a run writes in `outputs.rs`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -22,7 +23,8 @@ use crate::Pretrained;
 pub struct Parts {
     /// The student and its tokenizer.
     pub student: Pretrained,
-    /// A teacher giving logits online (same tokenizer).
+    /// A teacher model: with the student's vocabulary it gives logits online; with another it
+    /// scores the answers as text, and the student aligns its top-k on bytes.
     pub teacher: Option<Pretrained>,
     /// Training examples.
     pub train: Vec<Example>,
@@ -38,6 +40,11 @@ pub struct Trainer {
     pub(super) device: Device,
     pub(super) student: Pretrained,
     pub(super) teacher: Option<Pretrained>,
+    /// A teacher model with another vocabulary: it scores answers as text (see
+    /// [`super::on_policy`]).
+    pub(super) foreign_teacher: Option<Pretrained>,
+    /// The prompt messages of the training examples, by id, for the foreign teacher.
+    pub(super) prompts: HashMap<String, Vec<distill_data::Message>>,
     pub(super) train: Vec<Sequence>,
     pub(super) train_stats: DataStats,
     pub(super) val: Vec<Sequence>,

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use distill_data::{Example, Message, TokenLogprob, TopLogprob};
 use distill_student::LlamaConfig;
 use distill_student::tokenizer::Tokenizer;
-use distill_student::train::data::token_bytes;
 use distill_student::train::{LossKind, TrainConfig};
 use distill_student::{LoadedModel, Pretrained};
 use tch::Device;
@@ -70,7 +69,7 @@ pub fn examples(n: usize, tokenizer: &Tokenizer, logprobs: bool) -> Vec<Example>
                 let ids = tokenizer.encode(&response, false).unwrap();
                 let vocab = tokenizer.vocab_size() as u32;
                 let entry = |id: u32, logprob: f64| {
-                    let bytes = token_bytes(&tokenizer.id_to_token(id).unwrap()).unwrap();
+                    let bytes = tokenizer.token_bytes(id).unwrap();
                     (String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob)
                 };
                 e.logprobs = Some(
