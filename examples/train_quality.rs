@@ -1,7 +1,8 @@
 //! Quality of trained students against their teacher on held-out prompts: each model answers
 //! the `test` split of a dataset greedily, and is scored with ROUGE-L F1 (distill-eval, equal to
-//! rouge-score with the Porter stemmer) against the teacher's answers, and with the mean
-//! cross-entropy of the teacher's own tokens (teacher forcing).
+//! rouge-score with the Porter stemmer) against the teacher's answers, and with the
+//! negative log-likelihood of the teacher's answers under teacher forcing, per token (nats) and
+//! per byte (bits, comparable whatever the tokenizers).
 //!
 //! ```text
 //! cargo run --release --example train_quality -- --dataset datasets/generated/smollm2_lab.jsonl \
@@ -17,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use distill::data::{Example, Split};
 use distill::eval::rouge::{RougeScorer, RougeType};
-use distill::evaluate::teacher_token_cross_entropy;
+use distill::evaluate::teacher_answer_nll;
 use distill::student::tch::Device;
 use distill::student::tokenizer::{Message, Tokenizer};
 use distill::student::{GenerationConfig, LoadedModel, Pretrained, generate, shrink};
@@ -134,8 +135,10 @@ fn main() -> anyhow::Result<()> {
     let references: Vec<&str> = test.iter().map(|e| e.response.as_str()).collect();
     let scorer = RougeScorer::new(&[RougeType::L], true)?;
     println!("{} held-out prompts from {}", test.len(), args.dataset.display());
-    println!("| model | ROUGE-L F1 vs teacher | teacher-token CE | mean answer words | seconds |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| model | ROUGE-L F1 vs teacher | teacher-token CE (nats) | bits per byte | mean answer words | seconds |"
+    );
+    println!("|---|---|---|---|---|---|");
     let mut report = Vec::new();
     for (name, spec) in &args.models {
         let started = Instant::now();
@@ -149,16 +152,17 @@ fn main() -> anyhow::Result<()> {
             .map(|(r, o)| scorer.score(r, o).get(RougeType::L).map_or(0.0, |s| s.fmeasure))
             .sum::<f64>()
             / test.len() as f64;
-        let ce = teacher_token_cross_entropy(&pretrained, &test, 1024)?;
+        let nll = teacher_answer_nll(&pretrained, &test, 1024)?;
+        let (ce, bpb) = (nll.nats / nll.tokens as f64, nll.bits_per_byte());
         let words = outputs
             .iter()
             .map(|o| o.split_whitespace().count())
             .sum::<usize>() as f64
             / test.len() as f64;
         let secs = started.elapsed().as_secs_f64();
-        println!("| {name} | {rouge:.4} | {ce:.4} | {words:.1} | {secs:.0} |");
+        println!("| {name} | {rouge:.4} | {ce:.4} | {bpb:.4} | {words:.1} | {secs:.0} |");
         report.push(serde_json::json!({
-            "model": name, "source": spec, "rouge_l_f1": rouge, "teacher_token_ce": ce,
+            "model": name, "source": spec, "rouge_l_f1": rouge, "teacher_token_ce": ce, "bits_per_byte": bpb,
             "mean_answer_words": words, "samples": outputs.iter().take(3).collect::<Vec<_>>(),
         }));
     }

@@ -259,8 +259,50 @@ pub fn teacher_token_cross_entropy(
     examples: &[Example],
     max_seq_len: usize,
 ) -> Result<f64> {
+    let nll = answer_nll(model, examples, max_seq_len, false)?;
+    Ok(nll.nats / nll.tokens as f64)
+}
+
+/// The negative log-likelihood of the teacher's answers under a model, in total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerNll {
+    /// Nats over every answer token and each closing end token.
+    pub nats: f64,
+    /// Tokens scored, in the model's tokenization.
+    pub tokens: usize,
+    /// UTF-8 bytes of the answers scored.
+    pub bytes: usize,
+}
+
+impl AnswerNll {
+    /// Bits per answer byte: comparable between models whatever their tokenizers.
+    pub fn bits_per_byte(&self) -> f64 {
+        self.nats / std::f64::consts::LN_2 / self.bytes.max(1) as f64
+    }
+}
+
+/// The negative log-likelihood of the teacher's response tokens (and the closing end token)
+/// under `model`, with the prompt as context. Answers cut by `max_seq_len` are refused, so
+/// that tokens and bytes cover the same text.
+pub fn teacher_answer_nll(model: &Pretrained, examples: &[Example], max_seq_len: usize) -> Result<AnswerNll> {
+    answer_nll(model, examples, max_seq_len, true)
+}
+
+/// [`teacher_answer_nll`]; unless `whole`, answers cut by `max_seq_len` count as far as they go.
+fn answer_nll(
+    model: &Pretrained,
+    examples: &[Example],
+    max_seq_len: usize,
+    whole: bool,
+) -> Result<AnswerNll> {
     let preparer = Preparer::new(&model.tokenizer, max_seq_len, SoftSource::None)?;
-    let (sequences, _) = preparer.prepare(examples, Path::new("<held-out examples>"))?;
+    let (sequences, stats) = preparer.prepare(examples, Path::new("<held-out examples>"))?;
+    if whole && (stats.truncated > 0 || stats.dropped_long_prompt > 0) {
+        return Err(crate::Error::Input(format!(
+            "{} held-out examples are longer than {max_seq_len} tokens",
+            stats.truncated + stats.dropped_long_prompt
+        )));
+    }
     let _guard = tch::no_grad_guard();
     let (mut sum, mut count) = (0.0, 0usize);
     let indices: Vec<usize> = (0..sequences.len()).collect();
@@ -283,5 +325,9 @@ pub fn teacher_token_cross_entropy(
             "the held-out examples have no answer tokens to score".into(),
         ));
     }
-    Ok(sum / count as f64)
+    Ok(AnswerNll {
+        nats: sum,
+        tokens: count,
+        bytes: examples.iter().map(|e| e.response.len()).sum(),
+    })
 }

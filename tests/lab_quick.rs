@@ -101,6 +101,14 @@ fn quick_lab_fills_its_run_directory_and_resumes() {
     );
     let student = outcome.report.model(Role::Student).unwrap();
     assert!(student.parameters < teacher.parameters);
+    // Every answer token but the closing end token carried the local teacher's top-k.
+    let soft = outcome.report.soft_labels.unwrap();
+    assert_eq!(soft.cross_tokenizer_examples, 0);
+    assert!(
+        soft.soft_targets > 0 && soft.soft_targets < soft.target_tokens,
+        "{soft:?}"
+    );
+    assert!(report["soft_labels"]["soft_targets"].as_u64() == Some(soft.soft_targets as u64));
     assert_eq!(student.showcase.len(), 1);
     let card = std::fs::read_to_string(run_dir.join("final_model/README.md")).unwrap();
     assert!(card.starts_with("---\n") && card.contains("base_model:"));
@@ -108,6 +116,11 @@ fn quick_lab_fills_its_run_directory_and_resumes() {
         std::fs::read_to_string(run_dir.join("report.md"))
             .unwrap()
             .contains("machine learning")
+    );
+    assert!(
+        std::fs::read_to_string(run_dir.join("report.md"))
+            .unwrap()
+            .contains("Soft labels (the teacher's top-k probabilities) on")
     );
 
     // `distill eval` of the final model on the dataset reproduces the report's quality figures.

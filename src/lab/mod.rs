@@ -149,7 +149,6 @@ impl LabConfig {
     /// of up to 128 tokens with their top 20 log-probabilities, a 6-layer student trained on
     /// soft and hard labels.
     pub fn new(run_dir: impl Into<PathBuf>, teacher: TeacherChoice) -> Self {
-        let local = matches!(teacher, TeacherChoice::Local { .. });
         LabConfig {
             task: Task::Chat,
             run_dir: run_dir.into(),
@@ -164,8 +163,9 @@ impl LabConfig {
             concurrency: 8,
             student: StudentChoice::TeacherLayers(6),
             training: TrainingSettings {
-                // Soft labels only when the teacher shares the student's tokenizer.
-                loss: if local { LossKind::Kl } else { LossKind::Ce },
+                // Soft and hard labels whatever the teacher: a remote teacher's top-k are
+                // aligned with the student's tokens on bytes.
+                loss: LossKind::Kl,
                 alpha: 0.5,
                 temperature: 1.0,
                 epochs: 6,
@@ -432,6 +432,7 @@ pub fn run(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn FnMut(LabEv
     let gguf = timings.stage(Stage::Outputs, on_event, |on| outputs::write(config, &report, on))?;
     let mut report = report;
     report.stage_seconds = timings.seconds();
+    report.soft_labels = report::SoftLabels::read(&config.path("training_args.json"));
     report::write(&config.run_dir, &report)?;
     outputs::write_manifest(config, &report)?;
     Ok(LabOutcome {

@@ -104,7 +104,7 @@ fn model_card(config: &LabConfig, report: &LabReport, dataset_sha256: &str) -> S
     let _ = writeln!(
         card,
         "A student language model trained by [distill](https://github.com/distill-rs/distill) on the answers of the teacher `{}`, \
-         with hard labels (the teacher's text) and, where the teacher shares its tokenizer, soft labels (the teacher's top-{} log-probabilities).\n",
+         with hard labels (the teacher's text) and soft labels (the teacher's top-{} log-probabilities, aligned on bytes where its tokenizer differs).\n",
         config.teacher_name(),
         config.top_logprobs
     );

@@ -98,6 +98,45 @@ pub struct LabReport {
     pub mcqa: Option<Mcqa>,
     /// Seconds per stage, over every session of the run.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// How much of the training data carried the teacher's probabilities (a lab run's
+    /// training stage; `None` for `distill eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_labels: Option<SoftLabels>,
+}
+
+/// The share of trained tokens with soft labels, from the run's `training_args.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftLabels {
+    /// Trained target tokens.
+    pub target_tokens: usize,
+    /// Of those, tokens with the teacher's top-k probabilities.
+    pub soft_targets: usize,
+    /// Examples whose teacher tokenized differently, aligned on bytes.
+    pub cross_tokenizer_examples: usize,
+}
+
+impl SoftLabels {
+    /// Reads `train_data` from a training run's `training_args.json`.
+    pub fn read(training_args: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(training_args).ok()?;
+        let args: serde_json::Value = serde_json::from_str(&text).ok()?;
+        serde_json::from_value(args.get("train_data")?.clone()).ok()
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let share = 100.0 * self.soft_targets as f64 / self.target_tokens.max(1) as f64;
+        let aligned = match self.cross_tokenizer_examples {
+            0 => String::new(),
+            n => {
+                format!("; {n} examples came from a teacher with another tokenizer and were aligned on bytes")
+            }
+        };
+        format!(
+            "Soft labels (the teacher's top-k probabilities) on {} of {} trained tokens ({share:.1} %){aligned}.",
+            self.soft_targets, self.target_tokens
+        )
+    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -138,6 +177,7 @@ impl LabReport {
             showcase_prompts,
             mcqa,
             stage_seconds: BTreeMap::new(),
+            soft_labels: None,
         };
         report.ratios = report.compute_ratios();
         report
@@ -236,6 +276,9 @@ impl LabReport {
         );
         if let Some(a) = r.accuracy_retained {
             let _ = writeln!(out, "accuracy retained (student / teacher): {a:.3}×");
+        }
+        if let Some(soft) = &self.soft_labels {
+            let _ = writeln!(out, "{}", soft.describe());
         }
         out
     }
