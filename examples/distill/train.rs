@@ -250,21 +250,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             if train.soft_targets > 0 || train.span_targets > 0 {
                 let share = |n: usize| 100.0 * n as f64 / train.target_tokens.max(1) as f64;
-                let aligned = match train.cross_tokenizer_examples {
-                    0 => String::new(),
-                    n => format!("; {n} examples from another tokenizer, aligned on bytes"),
-                };
-                crate::progress::say(
-                    &bar,
-                    format!(
-                        "soft labels on {} of {} target tokens ({:.1} %), teacher spans on {} ({:.1} %){aligned}",
-                        train.soft_targets,
-                        train.target_tokens,
-                        share(train.soft_targets),
-                        train.span_targets,
-                        share(train.span_targets),
-                    ),
+                let mut line = format!(
+                    "soft labels on {} of {} target tokens ({:.1} %)",
+                    train.soft_targets,
+                    train.target_tokens,
+                    share(train.soft_targets)
                 );
+                if train.span_targets > 0 {
+                    line += &format!(
+                        ", teacher spans on {} ({:.1} %)",
+                        train.span_targets,
+                        share(train.span_targets)
+                    );
+                }
+                if train.cross_tokenizer_examples > 0 {
+                    line += &format!(
+                        "; {} examples from another tokenizer, aligned on bytes",
+                        train.cross_tokenizer_examples
+                    );
+                }
+                crate::progress::say(&bar, line);
             }
             if *start_step > 0 {
                 crate::progress::say(&bar, format!("resumed at step {start_step}"));

@@ -277,6 +277,16 @@ pub(super) fn generate(
     Ok(())
 }
 
+/// Whether every trained (train or val) answer in the dataset carries the teacher's
+/// log-probabilities: some endpoints return none.
+fn every_answer_has_logprobs(data: &Path) -> Result<bool> {
+    let examples = distill_data::read_file(data)?;
+    Ok(examples
+        .iter()
+        .filter(|e| e.split != Some(Split::Test))
+        .all(|e| e.logprobs.as_ref().is_some_and(|l| !l.is_empty())))
+}
+
 /// Stage 3: the student, trained on the train split (validated on val), resumed from its last
 /// checkpoint.
 pub(super) fn train(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn FnMut(LabEvent)) -> Result<()> {
@@ -297,9 +307,18 @@ pub(super) fn train(config: &LabConfig, stop: &AtomicBool, on_event: &mut dyn Fn
             ));
         }
     };
-    let mut train_config = TrainConfig::new(config.path("data.jsonl"), student_model, &config.run_dir);
+    let data = config.path("data.jsonl");
+    let mut loss = settings.loss;
+    if loss.needs_soft_labels() && !every_answer_has_logprobs(&data)? {
+        on_event(LabEvent::Note(
+            "train: the teacher returned no log-probabilities for some answers; training on hard labels only"
+                .into(),
+        ));
+        loss = train::LossKind::Ce;
+    }
+    let mut train_config = TrainConfig::new(&data, student_model, &config.run_dir);
     train_config.keep_layers = keep_layers;
-    train_config.loss.kind = settings.loss;
+    train_config.loss.kind = loss;
     train_config.loss.alpha = settings.alpha;
     train_config.loss.temperature = settings.temperature;
     train_config.optim.lr = settings.learning_rate;

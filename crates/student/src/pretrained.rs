@@ -122,10 +122,13 @@ impl Pretrained {
         let input = Tensor::from_slice(&full)
             .unsqueeze(0)
             .to_device(self.model.model.device());
-        let logits = self.model.model.forward(&ForwardInput::new(&input), None);
-        let rows = logits
-            .get(0)
-            .narrow(0, prompt.len() as i64 - 1, answer.len() as i64)
+        // The output head at the answer's positions only: with a 262k vocabulary, the prompt's
+        // logits would be most of the memory.
+        let start = prompt.len() as i64 - 1;
+        let positions =
+            Tensor::arange_start(start, start + answer.len() as i64, (Kind::Int64, input.device()));
+        let rows = (self.model.model)
+            .forward_rows(&ForwardInput::new(&input), &positions)
             .to_kind(Kind::Float)
             .log_softmax(-1, Kind::Float)
             .to_device(Device::Cpu);

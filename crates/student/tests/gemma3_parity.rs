@@ -8,7 +8,9 @@ mod assets;
 
 use std::path::Path;
 
+use distill_data::{Example, Message};
 use distill_student::tokenizer::Tokenizer;
+use distill_student::train::data::{Preparer, SoftSource};
 use distill_student::{ForwardInput, GenerationConfig, LoadedModel, generate};
 use serde_json::Value;
 use tch::{Device, Tensor};
@@ -55,6 +57,15 @@ fn gemma3_tokenizer_matches_transformers() {
             "{text:?}"
         );
     }
+
+    // Training answers end as Gemma's turn format ends a turn: `<end_of_turn>` (106), not `<eos>`.
+    let preparer = Preparer::new(&tokenizer, 512, SoftSource::None).unwrap();
+    let example = Example::new(vec![Message::user("Hi")], "Hello.");
+    let sequence = preparer
+        .sequence(&example, Path::new("x.jsonl"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(sequence.targets.last(), Some(&106));
 }
 
 #[test]

@@ -222,7 +222,9 @@ fn a_dataset_from_a_teacher_with_another_vocabulary_is_aligned_on_bytes() {
             })
             .collect(),
     );
-    let preparer = Preparer::new(&tokenizer, 256, SoftSource::Dataset).unwrap();
+    let preparer = Preparer::new(&tokenizer, 256, SoftSource::Dataset)
+        .unwrap()
+        .with_spans(true);
     let (sequences, stats) = preparer.prepare(&examples, source).unwrap();
     let response = tokenizer
         .encode(std::str::from_utf8(&text).unwrap(), false)

@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::{InferenceDtype, LoadedModel, assign_weights, check_config_fits};
 use crate::error::{Error, Result};
+use crate::model::llama::RopeParameters;
 use crate::model::llama::{Elements, NamedWeight, StoredMatrix};
 use crate::model::{CausalLm, CpuLlama, Gemma3Config, LlamaConfig, ModelConfig, Precision};
 
@@ -52,9 +53,9 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig> {
 }
 
 /// Reads a Gemma 3 configuration from GGUF metadata (the `gemma3` architecture). What the file
-/// does not store takes the values of llama.cpp and transformers, which agree: the sliding
-/// layers' RoPE base 10,000, every sixth layer global, scores scaled by `head_dim^-½`, no
-/// soft-capping.
+/// does not store takes llama.cpp's values: the sliding layers' RoPE base 10,000, every sixth
+/// layer global, scores scaled by `head_dim^-½` (`hidden / heads` for the 62-layer 27B model),
+/// no soft-capping; a linear RoPE scaling (4B and larger) applies to the global layers.
 pub fn gemma3_config(gguf: &GgufFile) -> Result<Gemma3Config> {
     let key = |k: &str| format!("gemma3.{k}");
     let int = |k: &str| -> Result<i64> { Ok(gguf.get_u64(&key(k))? as i64) };
@@ -64,23 +65,38 @@ pub fn gemma3_config(gguf: &GgufFile) -> Result<Gemma3Config> {
     let token_id = |k: &str| gguf.get(k).and_then(|v| v.as_u64()).map(|v| v as i64);
     let vocab_size = gguf.get_strings("tokenizer.ggml.tokens")?.len() as i64;
     let float = |k: &str| gguf.get(&key(k)).and_then(|v| v.as_f64());
+    let layers = int("block_count")?;
+    let rope_scaling = match gguf.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+        None | Some("none") => None,
+        Some(kind) => Some(RopeParameters {
+            rope_type: Some(kind.to_string()),
+            factor: float("rope.scaling.factor"),
+            ..RopeParameters::default()
+        }),
+    };
+    // llama.cpp's rule (src/models/gemma3.cpp): the 27B model scales by its hidden width per head.
+    let query_pre_attn_scalar = if layers == 62 {
+        hidden / heads.max(1)
+    } else {
+        head_dim
+    };
     Ok(Gemma3Config {
         vocab_size,
         hidden_size: hidden,
         intermediate_size: int("feed_forward_length")?,
-        num_hidden_layers: int("block_count")?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: int("attention.head_count_kv").unwrap_or(heads),
         head_dim,
         max_position_embeddings: int("context_length").unwrap_or(32_768),
         rms_norm_eps: gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-        query_pre_attn_scalar: head_dim,
+        query_pre_attn_scalar,
         sliding_window: int("attention.sliding_window")?,
         layer_types: None,
         sliding_window_pattern: Some(6),
         rope_theta: Some(float("rope.freq_base").unwrap_or(1_000_000.0)),
         rope_local_base_freq: Some(float("rope.freq_base_swa").unwrap_or(10_000.0)),
-        rope_scaling: None,
+        rope_scaling,
         rope_parameters: None,
         final_logit_softcapping: float("final_logit_softcapping"),
         attn_logit_softcapping: float("attn_logit_softcapping"),

@@ -231,6 +231,9 @@ impl Gemma3Config {
                 self.hidden_activation
             ));
         }
+        if self.attn_logit_softcapping.is_some() {
+            return Err("attention logit soft-capping (Gemma 2) is not supported".into());
+        }
         if self.use_bidirectional_attention {
             return Err("bidirectional attention (EmbeddingGemma) is not a causal language model".into());
         }

@@ -68,7 +68,10 @@ impl Spelling {
             }
             Spelling::SentencePiece => {
                 let mut out = Vec::with_capacity(2);
-                if let Ok(text) = std::str::from_utf8(bytes) {
+                // Text that reads like a byte token ("<0x41>") is not that byte.
+                if let Ok(text) = std::str::from_utf8(bytes)
+                    && byte_token(text).is_none()
+                {
                     out.push(text.replace(' ', &SPACE.to_string()));
                 }
                 if let [byte] = bytes {
@@ -118,5 +121,9 @@ mod tests {
         assert_eq!(s.spellings(b" the"), ["▁the"]);
         assert_eq!(s.spellings(&[0xC2]), ["<0xC2>"]);
         assert_eq!(s.spellings(b"a"), ["a", "<0x61>"]);
+        assert!(
+            s.spellings(b"<0x41>").is_empty(),
+            "six bytes of text, not the byte 0x41"
+        );
     }
 }

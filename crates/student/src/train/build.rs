@@ -166,7 +166,8 @@ impl Trainer {
         } else {
             SoftSource::None
         };
-        let preparer = Preparer::new(&student.tokenizer, config.max_seq_len, soft_source)?;
+        let spans = config.loss.kind.is_vocabulary_free();
+        let preparer = Preparer::new(&student.tokenizer, config.max_seq_len, soft_source)?.with_spans(spans);
         let (train_seqs, train_stats) = preparer.prepare(&train, &config.dataset)?;
         if train_seqs.is_empty() {
             return Err(Error::NoData(format!(
@@ -189,7 +190,8 @@ impl Trainer {
             } else {
                 soft_source
             };
-            let val_preparer = Preparer::new(&student.tokenizer, config.max_seq_len, val_soft)?;
+            let val_preparer =
+                Preparer::new(&student.tokenizer, config.max_seq_len, val_soft)?.with_spans(spans);
             let (s, st) = val_preparer.prepare(&val, val_source)?;
             (s, Some(st))
         };

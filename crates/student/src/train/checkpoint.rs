@@ -169,6 +169,13 @@ fn fingerprint_config(config: &TrainConfig) -> serde_json::Value {
         ] {
             map.remove(key);
         }
+        // Off by default: a run without on-policy batches keeps the fingerprint it had before
+        // on-policy distillation existed.
+        if config.on_policy == 0.0 {
+            for key in ["on_policy", "on_policy_max_new_tokens", "on_policy_temperature"] {
+                map.remove(key);
+            }
+        }
     }
     v
 }

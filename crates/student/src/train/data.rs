@@ -143,20 +143,33 @@ pub struct Preparer<'a> {
     max_seq_len: usize,
     soft: SoftSource,
     eos: i64,
+    spans: bool,
 }
 
 impl<'a> Preparer<'a> {
-    /// A preparer for `tokenizer` (its first eos id closes every response).
+    /// A preparer for `tokenizer`. Every response ends with the end-of-sequence token its chat
+    /// template closes an answer with (Gemma's `<end_of_turn>`, ChatML's `<|im_end|>`), or else
+    /// its first one.
     pub fn new(tokenizer: &'a Tokenizer, max_seq_len: usize, soft: SoftSource) -> Result<Self> {
-        let eos = tokenizer.eos_token_ids().first().copied().ok_or_else(|| {
-            Error::Config("the student's tokenizer has no eos token to end responses with".into())
-        })?;
+        let eos = answer_terminator(tokenizer)
+            .or_else(|| tokenizer.eos_token_ids().first().copied())
+            .ok_or_else(|| {
+                Error::Config("the student's tokenizer has no eos token to end responses with".into())
+            })?;
         Ok(Self {
             tokenizer,
             max_seq_len,
             soft,
             eos: i64::from(eos),
+            spans: false,
         })
+    }
+
+    /// Also keeps each response's [`SpanTarget`]s (the vocabulary-free losses need them; they
+    /// cost about a top-k of floats per token).
+    pub fn with_spans(mut self, spans: bool) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// Tokenizes every example; `source` names the file in errors.
@@ -210,7 +223,10 @@ impl<'a> Preparer<'a> {
         };
         let mut answer = response.ids.clone();
         answer.push(self.eos);
-        let Response { soft, spans, .. } = response;
+        let Response { soft, mut spans, .. } = response;
+        if !self.spans {
+            spans.clear();
+        }
         let sequence = Sequence::from_ids(&example.id, &prompt, &answer, self.max_seq_len).map(|mut seq| {
             let trained = seq.trained();
             seq.soft = soft;
@@ -349,6 +365,16 @@ impl<'a> Preparer<'a> {
         let ids = ids.into_iter().map(i64::from).collect();
         Ok(Response { ids, soft, spans })
     }
+}
+
+/// The end-of-sequence token the chat template writes right after an answer, if any.
+fn answer_terminator(tokenizer: &Tokenizer) -> Option<u32> {
+    const ANSWER: &str = "\u{1}answer\u{1}";
+    let chat = [Message::user("question"), Message::assistant(ANSWER)];
+    let text = tokenizer.render_chat(&chat, false).ok()?;
+    let after = &text[text.find(ANSWER)? + ANSWER.len()..];
+    let first = *tokenizer.encode(after, false).ok()?.first()?;
+    tokenizer.eos_token_ids().contains(&first).then_some(first)
 }
 
 /// A response as student ids, with what the teacher said about it.

@@ -255,14 +255,16 @@ pub fn soft_sum_weighted(d: &Distributions, kind: Divergence, t: f64, weights: &
 /// and the student's probabilities sorted in decreasing order, which needs no shared vocabulary.
 ///
 /// `logq` `[n, vocab]` are the student's log-probabilities, `rows` `[m]` the positions compared,
-/// `teacher` `[m, k]` the teacher's stored top-k probabilities, most likely first, 0-padded. Both
-/// sides keep their k largest probabilities and one bucket for the rest of the mass.
+/// `teacher` `[m, k]` the teacher's stored probabilities, most likely first, 0-padded. A row
+/// with c stored probabilities compares the student's c largest with them, and one bucket for
+/// the rest of the mass on each side, so that padding never counts.
 pub fn uld_sum(logq: &Tensor, rows: &Tensor, teacher: &Tensor) -> Tensor {
     let kind = logq.kind();
     let k = teacher.size()[1];
-    let (student_top, _) = logq.index_select(0, rows).topk(k, -1, true, true);
-    let student_top = student_top.exp();
     let teacher = teacher.to_kind(kind);
+    let stored = teacher.gt(0.0).to_kind(kind);
+    let (student_top, _) = logq.index_select(0, rows).topk(k, -1, true, true);
+    let student_top = student_top.exp() * &stored;
     let rest = |top: &Tensor| (-top.sum_dim_intlist(-1, false, kind) + 1.0).clamp_min(0.0);
     let head = (&student_top - &teacher).abs().sum(kind);
     head + (rest(&student_top) - rest(&teacher)).abs().sum(kind)
@@ -292,7 +294,9 @@ pub fn span_likelihood_sum(
         .index_add(0, span_of_row, &token)
         .narrow(0, 0, spans);
     let ceiling = SPAN_CEILING.ln();
-    let lq = student.clamp_max(ceiling);
+    // Clamped in value only: the gradient passes as if unclamped, so an overconfident student
+    // is still pushed back.
+    let lq = &student - (&student - ceiling).clamp_min(0.0).detach();
     let lp = teacher_logprob.to_kind(kind).clamp_max(ceiling).detach();
     let p = lp.exp();
     let kl = &p * (&lp - &lq) + (-&p + 1.0) * (log1mexp(&lp) - log1mexp(&lq));
@@ -620,8 +624,10 @@ mod tests {
                         let mut q = softmax(&zs[r as usize], 1.0);
                         q.sort_by(|a, b| b.total_cmp(a));
                         let p = &teacher[if rows.len() == 1 { 1 } else { j }];
-                        let head: f64 = (0..3).map(|i| (q[i] - p[i]).abs()).sum();
-                        let rest = |v: &[f64]| (1.0 - v[..3].iter().sum::<f64>()).max(0.0);
+                        // Padding (a 0) is no slot: the student's probability there is rest.
+                        let c = p.iter().filter(|&&x| x > 0.0).count();
+                        let head: f64 = (0..c).map(|i| (q[i] - p[i]).abs()).sum();
+                        let rest = |v: &[f64]| (1.0 - v[..c].iter().sum::<f64>()).max(0.0);
                         head + (rest(&q) - rest(p)).abs()
                     })
                     .sum()
@@ -643,14 +649,18 @@ mod tests {
     }
 
     #[test]
-    fn uld_vanishes_when_the_sorted_probabilities_agree_whatever_the_tokens() {
-        // The teacher's top-2 are the student's, but on other tokens: ULD cannot tell.
+    fn uld_vanishes_when_the_sorted_probabilities_agree_whatever_the_tokens_and_padding() {
+        // The teacher's top-2 are the student's, but on other tokens: ULD cannot tell. A row
+        // padded to the batch's width compares the same.
         let mut q = softmax(&STUDENT[0], 1.0);
         q.sort_by(|a, b| b.total_cmp(a));
-        let top = Tensor::from_slice(&q[..2]).reshape([1, 2]);
         let logq = tensor(&STUDENT).log_softmax(-1, Kind::Double);
-        let loss = uld_sum(&logq, &Tensor::from_slice(&[0i64]), &top);
-        assert!(loss.double_value(&[]).abs() < 1e-12);
+        for top in [vec![q[0], q[1]], vec![q[0], q[1], 0.0, 0.0]] {
+            let width = top.len() as i64;
+            let top = Tensor::from_slice(&top).reshape([1, width]);
+            let loss = uld_sum(&logq, &Tensor::from_slice(&[0i64]), &top);
+            assert!(loss.double_value(&[]).abs() < 1e-12, "width {width}");
+        }
     }
 
     #[test]
@@ -681,6 +691,25 @@ mod tests {
             loss.backward();
             assert_close(&grad_rows(&z), &numeric_grad(&STUDENT, &value), 1e-6, &what);
         }
+    }
+
+    #[test]
+    fn span_likelihood_pushes_back_a_student_surer_than_the_ceiling() {
+        // The teacher gives the span 0.9; the student is surer than 1 − 1e-6: still a gradient
+        // lowering the span's logit.
+        let logits = Tensor::from_slice(&[30.0f64, 0.0, 0.0])
+            .reshape([1, 3])
+            .set_requires_grad(true);
+        let logq = logits.log_softmax(-1, Kind::Double);
+        let loss = span_likelihood_sum(
+            &logq,
+            &Tensor::from_slice(&[0i64]),
+            &Tensor::from_slice(&[0i64]),
+            &Tensor::from_slice(&[0.9f64.ln()]),
+        );
+        loss.backward();
+        let g = Vec::<f64>::try_from(logits.grad().view(-1)).unwrap();
+        assert!(g[0] > 0.0 && g.iter().all(|v| v.is_finite()), "{g:?}");
     }
 
     #[test]

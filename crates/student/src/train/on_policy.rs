@@ -85,7 +85,9 @@ impl Trainer {
             .student
             .generation_config(self.config.on_policy_max_new_tokens);
         config.temperature = self.config.on_policy_temperature;
-        config.seed = (sample_seed >> 1) as i64;
+        // libtorch seeds are signed: keep 63 bits of a mixed seed, so that no two differ only
+        // in the dropped bit.
+        config.seed = (SplitMix64::new(sample_seed).next_u64() >> 1) as i64;
         let answers = generate(&self.student.model.model, &prompts, &config, &mut |_, _| {})?;
         let eos = config.stop_tokens.first().copied();
         let max_len = self.config.max_seq_len;
@@ -115,11 +117,20 @@ impl Trainer {
                     let mut example = Example::new(messages.clone(), text);
                     example.id.clone_from(id);
                     relabel(teacher, std::slice::from_mut(&mut example))?;
-                    let preparer = Preparer::new(&self.student.tokenizer, max_len, SoftSource::Dataset)?;
-                    preparer.sequence(&example, std::path::Path::new("on-policy samples"))?
+                    let preparer = Preparer::new(&self.student.tokenizer, max_len, SoftSource::Dataset)?
+                        .with_spans(self.config.loss.kind.is_vocabulary_free());
+                    // One answer the two tokenizations cannot align must not end the run.
+                    match preparer.sequence(&example, std::path::Path::new("on-policy samples")) {
+                        Ok(sequence) => sequence,
+                        Err(e) => {
+                            tracing::warn!(id = %id, error = %e, "an on-policy answer could not be aligned; skipped");
+                            None
+                        }
+                    }
                 }
             };
-            // An empty answer (the student stopped at once) still trains on its stop.
+            // With the student's vocabulary, an empty answer (it stopped at once) still learns
+            // its stop from the teacher; a teacher with another scores answer tokens only.
             if let Some(sequence) = sequence {
                 out.push(sequence);
             }
