@@ -319,17 +319,34 @@ impl<'a> Preparer<'a> {
         let text = String::from_utf8(teacher.concat())
             .map_err(|_| "the teacher's tokens do not spell UTF-8 text".to_string())?;
         let ids = self.tokenizer.encode(&text, false).map_err(|e| e.to_string())?;
-        let student_lens = ids
+        let mut student_lens = ids
             .iter()
             .map(|&id| self.tokenizer.token_bytes(id).map(|b| b.len()))
             .collect::<Option<Vec<usize>>>()
             .ok_or("the student's tokenizer spells tokens in an unknown alphabet (neither byte-level BPE nor SentencePiece pieces), so their bytes are unknown")?;
-        // A token that spells no bytes (some APIs send such) takes no part in the alignment.
+        // SentencePiece vocabularies with a dummy prefix (Llama 2, Mistral) spell a space
+        // before the first token that the text does not have.
+        let phantom_space = student_lens.iter().sum::<usize>() == text.len() + 1
+            && !text.starts_with(' ')
+            && ids
+                .first()
+                .and_then(|&id| self.tokenizer.token_bytes(id))
+                .is_some_and(|b| b.first() == Some(&b' '));
+        if phantom_space {
+            student_lens[0] -= 1;
+        }
+        // A token that spells no bytes (some APIs send such; a lone dummy prefix) takes no part
+        // in the alignment: it keeps its hard label.
         let spelling: Vec<usize> = (0..teacher.len()).filter(|&t| !teacher[t].is_empty()).collect();
         let teacher_lens: Vec<usize> = spelling.iter().map(|&t| teacher[t].len()).collect();
-        let alignment = align(&teacher_lens, &student_lens).map_err(|e| e.to_string())?;
-        let soft = alignment
-            .teacher_of_student()
+        let spelled: Vec<usize> = (0..ids.len()).filter(|&s| student_lens[s] > 0).collect();
+        let spelled_lens: Vec<usize> = spelled.iter().map(|&s| student_lens[s]).collect();
+        let alignment = align(&teacher_lens, &spelled_lens).map_err(|e| e.to_string())?;
+        let mut teacher_of = vec![None; ids.len()];
+        for (k, t) in alignment.teacher_of_student().into_iter().enumerate() {
+            teacher_of[spelled[k]] = t;
+        }
+        let soft = teacher_of
             .into_iter()
             .zip(&ids)
             .map(|(teacher, &chosen)| {
@@ -350,9 +367,10 @@ impl<'a> Preparer<'a> {
             .iter()
             .map(|span| {
                 let teacher = span.teacher.clone().map(|t| &logprobs[spelling[t]]);
+                let start = spelled[span.student.start];
                 SpanTarget {
-                    start: span.student.start,
-                    len: span.student.len(),
+                    start,
+                    len: spelled[span.student.end - 1] + 1 - start,
                     teacher_logprob: teacher.clone().map(|t| t.logprob).sum::<f64>() as f32,
                     teacher_top: if span.is_one_to_one() {
                         teacher.map(teacher_top).next().unwrap_or_default()
@@ -453,4 +471,72 @@ pub fn split_examples(examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
 /// else the token written as its text (special tokens).
 pub fn map_token(tokenizer: &Tokenizer, token: &str, bytes: Option<&[u8]>) -> Option<u32> {
     tokenizer.token_for_bytes(bytes.unwrap_or(token.as_bytes()), token)
+}
+
+#[cfg(test)]
+mod tests {
+    use distill_data::{Example, Message, TokenLogprob};
+
+    use super::*;
+
+    /// A Llama 2-style SentencePiece tokenizer: a dummy-prefix normalizer, byte fallback.
+    fn dummy_prefix_tokenizer(dir: &Path) -> Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+            ],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+            ]},
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+            ]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6, "ab": 7, "▁ab": 8},
+                "merges": [["▁", "a"], ["a", "b"], ["▁a", "b"]]}
+        });
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        let config = serde_json::json!({"eos_token": "</s>", "unk_token": "<unk>"});
+        std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+        Tokenizer::from_hf_dir(dir).unwrap()
+    }
+
+    #[test]
+    fn a_dummy_prefix_is_not_counted_as_a_byte_of_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = dummy_prefix_tokenizer(dir.path());
+        // "ab ab" is ▁ab ▁ab to the student: a first token spelling a space the text lacks.
+        let ids = tokenizer.encode("ab ab", false).unwrap();
+        assert_eq!(ids, [8, 8]);
+        assert_eq!(tokenizer.token_bytes(8).unwrap(), b" ab");
+        let token = |text: &str| TokenLogprob {
+            token: text.into(),
+            bytes: Some(text.as_bytes().to_vec()),
+            logprob: -0.5,
+            top_logprobs: Vec::new(),
+        };
+        let mut example = Example::new(vec![Message::user("q")], "ab ab");
+        example.logprobs = Some(vec![token("ab"), token(" ab")]);
+        example
+            .metadata
+            .insert(TEACHER_VOCAB_HASH_KEY.into(), "another".into());
+        let preparer = Preparer::new(&tokenizer, 64, SoftSource::Dataset)
+            .unwrap()
+            .with_spans(true);
+        let sequence = preparer
+            .sequence(&example, Path::new("x.jsonl"))
+            .unwrap()
+            .unwrap();
+        // Both student tokens spell exactly one teacher token each.
+        assert_eq!(sequence.soft, vec![vec![(8, -0.5)], vec![(8, -0.5)]]);
+        assert_eq!(sequence.spans.len(), 2);
+    }
 }
