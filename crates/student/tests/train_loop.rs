@@ -362,10 +362,10 @@ fn vocabulary_free_losses_train_on_a_teacher_with_another_vocabulary() {
     assert!(err.to_string().contains("shares the student's"), "{err}");
 }
 
-/// A 1-layer teacher for `tokenizer`, with random weights.
-fn random_teacher(tokenizer: &Tokenizer) -> distill_student::Pretrained {
+/// A 1-layer teacher for `tokenizer`, with random weights drawn from `seed`.
+fn random_teacher(tokenizer: &Tokenizer, seed: i64) -> distill_student::Pretrained {
     let teacher = support::tiny_model(tokenizer, 1);
-    tch::manual_seed(11);
+    tch::manual_seed(seed);
     distill_student::model::init_like_transformers(&teacher.model.vs, &teacher.model.config, 0.5);
     teacher
 }
@@ -411,7 +411,7 @@ fn on_policy_distillation_trains_with_a_teacher_of_either_vocabulary() {
     // The student's vocabulary: its own answers, scored over the whole vocabulary online.
     let out = tempfile::tempdir().unwrap();
     let mut p = parts(12, false);
-    p.teacher = Some(random_teacher(&tokenizer));
+    p.teacher = Some(random_teacher(&tokenizer, 11));
     let (summary, events) = run(on_policy(out.path(), LossKind::Jsd), p);
     assert_eq!(summary.steps, 3);
     let (steps, stats) = step_parts(&events);
@@ -430,11 +430,11 @@ fn on_policy_distillation_trains_with_a_teacher_of_either_vocabulary() {
     let smollm2 = Tokenizer::from_gguf_file(assets::smollm2_gguf()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut p = parts(12, false);
-    p.teacher = Some(random_teacher(&smollm2));
+    p.teacher = Some(random_teacher(&smollm2, 11));
     let mut config = on_policy(out.path(), LossKind::Kl);
     config.on_policy = 0.5;
     config.optim.grad_accum = 2;
-    let (summary, events) = run(config, p);
+    let (summary, events) = run(config.clone(), p);
     assert_eq!(summary.steps, 3);
     let (steps, stats) = step_parts(&events);
     assert_eq!(stats.cross_tokenizer_examples, stats.sequences);

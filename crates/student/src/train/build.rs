@@ -144,12 +144,9 @@ impl Trainer {
                     "the teacher cache needs a teacher with the student's vocabulary; this one has another, so its scores are aligned on bytes instead".into(),
                 ));
             }
-            tracing::info!(
-                examples = train.len() + val.len(),
-                "the teacher model has another vocabulary: scoring the answers with it"
-            );
-            on_policy::relabel(t, &mut train)?;
-            on_policy::relabel(t, &mut val)?;
+            std::fs::create_dir_all(&config.output_dir).map_err(Error::io(&config.output_dir))?;
+            let cache = config.output_dir.join("teacher_scores.jsonl");
+            on_policy::relabel_cached(t, &mut train, &mut val, &cache)?;
         }
         if teacher.is_some() && config.loss.kind.is_vocabulary_free() {
             return Err(Error::Config(

@@ -12,6 +12,7 @@
 //! | `training_args.json` | the configuration and data statistics |
 //! | `metrics.jsonl` | one line per step (loss parts, lr, tokens/s) and per evaluation |
 //! | `loss_curve.svg` | training and validation loss |
+//! | `teacher_scores.jsonl` | with a teacher model of another vocabulary: its scores of the data's answers, reused by a restart or resume |
 //!
 //! Progress comes through a callback of [`TrainEvent`]s; a raised stop flag ends the run after
 //! the current step with a checkpoint. Nothing here prints or reads the environment.

@@ -14,6 +14,7 @@
 //! dataset from an API teacher. The dataset's answers are scored that way once, up front.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use distill_data::prompts::SplitMix64;
 use distill_data::{Example, Message};
@@ -39,6 +40,48 @@ pub(super) fn relabel(teacher: &Pretrained, examples: &mut [Example]) -> Result<
             teacher.tokenizer.vocab_hash().into(),
         );
     }
+    Ok(())
+}
+
+/// [`relabel`] for a run's training and validation examples, kept in `cache` (JSONL): a run
+/// that starts again, or resumes, reads the scores back instead of running the teacher over
+/// the data again, and trains on exactly the same numbers. A cache made for other examples or
+/// another teacher is replaced.
+pub(super) fn relabel_cached(
+    teacher: &Pretrained,
+    train: &mut [Example],
+    val: &mut [Example],
+    cache: &Path,
+) -> Result<()> {
+    let hash = teacher.tokenizer.vocab_hash();
+    let fits = |cached: &[Example]| {
+        cached.len() == train.len() + val.len()
+            && cached.iter().zip(train.iter().chain(val.iter())).all(|(c, e)| {
+                c.id == e.id
+                    && c.response == e.response
+                    && c.logprobs.is_some()
+                    && c.metadata.get(TEACHER_VOCAB_HASH_KEY).and_then(|v| v.as_str()) == Some(hash)
+            })
+    };
+    if cache.exists()
+        && let Ok(cached) = distill_data::read_file(cache)
+        && fits(&cached)
+    {
+        tracing::info!(cache = %cache.display(), "reusing the teacher's scores of the answers");
+        let mut cached = cached.into_iter();
+        for example in train.iter_mut().chain(val.iter_mut()) {
+            *example = cached.next().expect("as many as checked");
+        }
+        return Ok(());
+    }
+    tracing::info!(
+        examples = train.len() + val.len(),
+        "the teacher model has another vocabulary: scoring the answers with it"
+    );
+    relabel(teacher, train)?;
+    relabel(teacher, val)?;
+    let all = train.iter().chain(val.iter()).cloned().map(Ok);
+    distill_data::ops::files::write_examples(cache, all, &Default::default())?;
     Ok(())
 }
 
