@@ -463,3 +463,68 @@ pub fn stored_precision(path: &Path) -> Result<Precision> {
         Precision::F32
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use distill_gguf::{Value, write_gguf};
+
+    use super::*;
+
+    /// The header of a Gemma 3 GGUF with `extra` metadata (no tensors).
+    fn gemma3_header(layers: u32, extra: &[(&str, Value)]) -> GgufFile {
+        let mut metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String("gemma3".into())),
+            ("gemma3.embedding_length".into(), Value::U32(5376)),
+            ("gemma3.block_count".into(), Value::U32(layers)),
+            ("gemma3.feed_forward_length".into(), Value::U32(21504)),
+            ("gemma3.attention.head_count".into(), Value::U32(32)),
+            ("gemma3.attention.head_count_kv".into(), Value::U32(16)),
+            ("gemma3.attention.key_length".into(), Value::U32(128)),
+            ("gemma3.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-6)),
+            ("gemma3.attention.sliding_window".into(), Value::U32(1024)),
+            ("gemma3.rope.freq_base".into(), Value::F32(1e6)),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+            ),
+        ];
+        metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gemma3.gguf");
+        let mut bytes = Vec::new();
+        write_gguf(&mut bytes, &metadata, &[]).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        GgufFile::read_header(&path).unwrap()
+    }
+
+    #[test]
+    fn gemma3_metadata_gives_llama_cpp_s_rope_scaling_and_attention_scale() {
+        // Gemma 3 27B: 62 layers, linear RoPE scaling ×8 on the global layers, scores scaled by
+        // hidden / heads = 168 rather than head_dim = 128.
+        let scaled = [
+            ("gemma3.rope.scaling.type", Value::String("linear".into())),
+            ("gemma3.rope.scaling.factor", Value::F32(8.0)),
+        ];
+        let config = gemma3_config(&gemma3_header(62, &scaled)).unwrap();
+        assert_eq!(config.query_pre_attn_scalar, 168);
+        assert!(config.validate().is_ok());
+        let unscaled = gemma3_config(&gemma3_header(62, &[])).unwrap();
+        let (global, local) = (
+            config.inverse_frequencies(false),
+            config.inverse_frequencies(true),
+        );
+        assert!((global[1] * 8.0 - unscaled.inverse_frequencies(false)[1]).abs() < 1e-12);
+        assert_eq!(
+            local,
+            unscaled.inverse_frequencies(true),
+            "sliding layers are not scaled"
+        );
+        // Other sizes scale by head_dim.
+        assert_eq!(
+            gemma3_config(&gemma3_header(48, &[]))
+                .unwrap()
+                .query_pre_attn_scalar,
+            128
+        );
+    }
+}
