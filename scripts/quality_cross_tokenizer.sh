@@ -11,7 +11,12 @@
 # bytes): the same records llama.cpp's server gives, at a fraction of its cost here.
 #
 #   scripts/quality_cross_tokenizer.sh [OUT_DIR]       (default /tmp/distill-quality-cross)
+#
+# PROMPTS (150), ANSWER_TOKENS (128) and METHODS ("hard kd gkd") make a smaller run.
 set -euo pipefail
+PROMPTS=${PROMPTS:-150}
+ANSWER_TOKENS=${ANSWER_TOKENS:-128}
+METHODS=${METHODS:-hard kd gkd}
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/distill-quality-cross}
 MODELS=${DISTILL_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/models
@@ -23,8 +28,8 @@ Q=target/release/examples/train_quality
 mkdir -p "$OUT"
 
 if [ ! -s "$OUT/split/test.jsonl" ]; then
-  $D generate --provider local --model "$GEMMA" --num-examples 150 --top-logprobs 20 \
-    --max-tokens 128 --output "$OUT/teacher.jsonl" --resume
+  $D generate --provider local --model "$GEMMA" --num-examples "$PROMPTS" --top-logprobs 20 \
+    --max-tokens "$ANSWER_TOKENS" --output "$OUT/teacher.jsonl" --resume
   $D data split "$OUT/teacher.jsonl" --out-dir "$OUT/split" --ratios 0.8,0,0.2
 fi
 
@@ -32,7 +37,7 @@ COMMON=(--dataset "$OUT/split/train.jsonl" --student-model "$SMOL" --keep-layers
         --max-steps 40 --batch-size 8 --max-seq-len 256 --lr 6e-4 --warmup-steps 4 --save-every 0)
 models=(--model "untrained=$SMOL@0,5,10,15,20,25")
 for seed in 1 2 3; do
-  for method in hard kd gkd; do
+  for method in $METHODS; do
     case $method in
       hard) flags=(--loss ce) ;;
       kd) flags=(--loss kl --alpha 0.5) ;;
