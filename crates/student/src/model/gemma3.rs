@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use super::llama::{RopeParameters, fuse_linears, linear_config, rotate};
+use super::llama::{Activation, Mlp, RopeParameters, fuse_linears, linear_config, rotary, rotate};
 use super::{ForwardInput, KvCache};
 
 /// `config.json` as transformers writes it for `Gemma3ForCausalLM` (`model_type` `gemma3_text`),
@@ -323,10 +323,7 @@ impl Gemma3 {
                 ],
                 column_major,
             ));
-            layer.mlp.gate_up = Some(fuse_linears(
-                &[&layer.mlp.gate_proj, &layer.mlp.up_proj],
-                column_major,
-            ));
+            layer.mlp.fuse(column_major);
         }
     }
 
@@ -358,7 +355,8 @@ impl Gemma3 {
         let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = input.positions(past, seq);
-        let rotary = |inv_freq: &Tensor| self.rotary(&positions, inv_freq);
+        let kind = self.embed_tokens.ws.kind();
+        let rotary = |inv_freq: &Tensor| rotary(&positions, inv_freq, kind);
         let (global, local) = (rotary(&self.inv_freq.0), rotary(&self.inv_freq.1));
         let full_mask = input.attention_bias(batch, past, seq);
         let window_mask = sliding_window_mask(input, batch, past, seq, self.config.sliding_window);
@@ -380,14 +378,6 @@ impl Gemma3 {
             c.advance(seq);
         }
         x.apply(&self.norm)
-    }
-
-    /// `cos` and `sin` for each position, `[batch, 1, seq, head_dim]`, in the model's dtype.
-    fn rotary(&self, positions: &Tensor, inv_freq: &Tensor) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        let kind = self.embed_tokens.ws.kind();
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
     }
 }
 
@@ -516,41 +506,6 @@ impl Attention {
 }
 
 #[derive(Debug)]
-struct Mlp {
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
-    down_proj: nn::Linear,
-    /// `gate_proj` and `up_proj` as one matrix (and bias), once fused.
-    gate_up: Option<(Tensor, Option<Tensor>)>,
-}
-
-impl Mlp {
-    fn new(path: &nn::Path<'_>, c: &Gemma3Config) -> Self {
-        let cfg = linear_config(false);
-        Self {
-            gate_proj: nn::linear(path / "gate_proj", c.hidden_size, c.intermediate_size, cfg),
-            up_proj: nn::linear(path / "up_proj", c.hidden_size, c.intermediate_size, cfg),
-            down_proj: nn::linear(path / "down_proj", c.intermediate_size, c.hidden_size, cfg),
-            gate_up: None,
-        }
-    }
-}
-
-impl nn::Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (gate, up) = match &self.gate_up {
-            Some((weight, bias)) => {
-                let both = x.linear(weight, bias.as_ref());
-                let width = both.size()[2] / 2;
-                (both.narrow(2, 0, width), both.narrow(2, width, width))
-            }
-            None => (x.apply(&self.gate_proj), x.apply(&self.up_proj)),
-        };
-        (gate.gelu("tanh") * up).apply(&self.down_proj)
-    }
-}
-
-#[derive(Debug)]
 struct Block {
     input_layernorm: RmsNorm,
     self_attn: Attention,
@@ -569,7 +524,13 @@ impl Block {
             self_attn: Attention::new(&(path / "self_attn"), c),
             post_attention_layernorm: norm("post_attention_layernorm"),
             pre_feedforward_layernorm: norm("pre_feedforward_layernorm"),
-            mlp: Mlp::new(&(path / "mlp"), c),
+            mlp: Mlp::new(
+                &(path / "mlp"),
+                c.hidden_size,
+                c.intermediate_size,
+                false,
+                Activation::GeluTanh,
+            ),
             post_feedforward_layernorm: norm("post_feedforward_layernorm"),
             sliding,
         }

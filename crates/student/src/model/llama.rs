@@ -298,7 +298,7 @@ impl Llama {
         let (batch, seq) = input.input_ids.size2().expect("input_ids is [batch, seq]");
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = input.positions(past, seq);
-        let (cos, sin) = self.rotary(&positions);
+        let (cos, sin) = rotary(&positions, &self.inv_freq, self.embed_tokens.ws.kind());
         let mask = input.attention_bias(batch, past, seq);
 
         let mut x = input.input_ids.apply(&self.embed_tokens);
@@ -311,14 +311,14 @@ impl Llama {
         }
         x.apply(&self.norm)
     }
+}
 
-    /// `cos` and `sin` for each position, `[batch, 1, seq, head_dim]`, in the model's dtype.
-    fn rotary(&self, positions: &Tensor) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        let kind = self.embed_tokens.ws.kind();
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
-    }
+/// `cos` and `sin` of the rotary embedding for each position, `[batch, 1, seq, head_dim]`, in
+/// `kind` (the model's dtype).
+pub(super) fn rotary(positions: &Tensor, inv_freq: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
+    let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+    (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
 }
 
 /// Linear layers start at zero: weights are loaded or initialised afterwards, and random
@@ -482,44 +482,66 @@ pub(super) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     x * cos + rotated * sin
 }
 
+/// The gate's activation in a gated MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Activation {
+    /// SwiGLU (Llama).
+    Silu,
+    /// GeGLU with the tanh-approximated GELU (Gemma).
+    GeluTanh,
+}
+
+/// A gated MLP: `down(act(gate(x)) · up(x))`.
 #[derive(Debug)]
-struct Mlp {
+pub(super) struct Mlp {
     gate_proj: nn::Linear,
     up_proj: nn::Linear,
     down_proj: nn::Linear,
-    /// `gate_proj` and `up_proj` as one matrix (and bias), once [`Llama::fuse_projections`] ran.
+    /// `gate_proj` and `up_proj` as one matrix (and bias), once [`Mlp::fuse`] ran.
     gate_up: Option<(Tensor, Option<Tensor>)>,
+    activation: Activation,
 }
 
 impl Mlp {
-    fn new(path: &nn::Path<'_>, c: &LlamaConfig) -> Self {
-        let cfg = linear_config(c.mlp_bias);
+    /// An MLP of `hidden → intermediate → hidden` under `path` (HF names `gate_proj`, …).
+    pub(super) fn new(
+        path: &nn::Path<'_>,
+        hidden: i64,
+        intermediate: i64,
+        bias: bool,
+        activation: Activation,
+    ) -> Self {
+        let cfg = linear_config(bias);
         Self {
-            gate_proj: nn::linear(path / "gate_proj", c.hidden_size, c.intermediate_size, cfg),
-            up_proj: nn::linear(path / "up_proj", c.hidden_size, c.intermediate_size, cfg),
-            down_proj: nn::linear(path / "down_proj", c.intermediate_size, c.hidden_size, cfg),
+            gate_proj: nn::linear(path / "gate_proj", hidden, intermediate, cfg),
+            up_proj: nn::linear(path / "up_proj", hidden, intermediate, cfg),
+            down_proj: nn::linear(path / "down_proj", intermediate, hidden, cfg),
             gate_up: None,
+            activation,
         }
     }
-}
 
-impl Mlp {
-    fn fuse(&mut self, column_major: bool) {
+    /// Stacks `gate_proj` and `up_proj` into one matrix (see [`fuse_linears`]).
+    pub(super) fn fuse(&mut self, column_major: bool) {
         self.gate_up = Some(fuse_linears(&[&self.gate_proj, &self.up_proj], column_major));
     }
 }
 
 impl nn::Module for Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let activated = match &self.gate_up {
+        let (gate, up) = match &self.gate_up {
             Some((weight, bias)) => {
                 let both = x.linear(weight, bias.as_ref());
                 let width = both.size()[2] / 2;
-                both.narrow(2, 0, width).silu() * both.narrow(2, width, width)
+                (both.narrow(2, 0, width), both.narrow(2, width, width))
             }
-            None => x.apply(&self.gate_proj).silu() * x.apply(&self.up_proj),
+            None => (x.apply(&self.gate_proj), x.apply(&self.up_proj)),
         };
-        activated.apply(&self.down_proj)
+        let activated = match self.activation {
+            Activation::Silu => gate.silu(),
+            Activation::GeluTanh => gate.gelu("tanh"),
+        };
+        (activated * up).apply(&self.down_proj)
     }
 }
 
@@ -541,7 +563,13 @@ impl Block {
                 c.hidden_size,
                 c.rms_norm_eps,
             ),
-            mlp: Mlp::new(&(path / "mlp"), c),
+            mlp: Mlp::new(
+                &(path / "mlp"),
+                c.hidden_size,
+                c.intermediate_size,
+                c.mlp_bias,
+                Activation::Silu,
+            ),
         }
     }
 

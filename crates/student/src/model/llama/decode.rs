@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use tch::{Tensor, nn};
 
-use super::{Attention, Llama, LlamaConfig, Mlp};
+use super::{Activation, Attention, Llama, LlamaConfig, Mlp};
 use crate::model::KvCache;
 use crate::model::decode::{
     BatchProducts, Linear, Matrix, RowCache, Sequences, Stacked, StepRows, attend_rows, copy_row, f32_vector,
@@ -59,7 +59,12 @@ impl<'m> Layer<'m> {
             up_proj,
             down_proj,
             gate_up,
+            activation,
         } = &block.mlp;
+        // The decoder's kernels compute SwiGLU.
+        if *activation != Activation::Silu {
+            return None;
+        }
         Some(Self {
             input_norm: f32_vector(&block.input_layernorm.weight)?,
             qkv: stacked(qkv, &[q_proj, k_proj, v_proj])?,
