@@ -41,8 +41,8 @@ use super::{Error, Result, SpecialTokens, Tokenizer};
 const GPT2_DEFAULT_SPECIAL: &str = "<|endoftext|>";
 
 /// `llama_token_type` values that matter here.
-pub(super) const TOKEN_TYPE_CONTROL: i64 = 3;
-pub(super) const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 const LLAMA3_SPLIT: &str = concat!(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}",
@@ -184,32 +184,40 @@ pub(super) fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
         .add_tokens([AddedToken::from(GPT2_DEFAULT_SPECIAL, true).normalized(false)])
         .map_err(Error::Tokenizers)?;
 
-    if let Some(types) = &vocab.token_types {
-        let added = |kind: i64, special: bool| -> Vec<AddedToken> {
-            vocab
-                .tokens
-                .iter()
-                .zip(types)
-                .filter(|&(token, &t)| {
-                    t == kind
-                        && if special {
-                            in_alphabet(token)
-                        } else {
-                            ids.contains_key(*token)
-                        }
-                })
-                .map(|(token, _)| AddedToken::from((*token).to_owned(), special).normalized(false))
-                .collect()
-        };
-        inner
-            .add_special_tokens(added(TOKEN_TYPE_CONTROL, true))
-            .map_err(Error::Tokenizers)?;
-        inner
-            .add_tokens(added(TOKEN_TYPE_USER_DEFINED, false))
-            .map_err(Error::Tokenizers)?;
-    }
+    // llama.cpp mislabels some tokens spelled outside the byte alphabet as CONTROL.
+    add_typed_tokens(&mut inner, &vocab, |t| in_alphabet(t), |t| ids.contains_key(t))?;
 
     finish(gguf, &vocab.tokens, inner, None, &[])
+}
+
+/// Adds the vocabulary's typed tokens, as transformers does: CONTROL (3) as special tokens
+/// where `keep_control` holds, then USER_DEFINED (4) as plain ones where `keep_user` holds; all
+/// matched before normalization.
+pub(super) fn add_typed_tokens(
+    inner: &mut tokenizers::Tokenizer,
+    vocab: &GgufVocab<'_>,
+    keep_control: impl Fn(&str) -> bool,
+    keep_user: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let Some(types) = &vocab.token_types else {
+        return Ok(());
+    };
+    let typed = |kind: i64, special: bool, keep: &dyn Fn(&str) -> bool| -> Vec<AddedToken> {
+        vocab
+            .tokens
+            .iter()
+            .zip(types)
+            .filter(|&(token, &t)| t == kind && keep(token))
+            .map(|(token, _)| AddedToken::from((*token).to_owned(), special).normalized(false))
+            .collect()
+    };
+    inner
+        .add_special_tokens(typed(TOKEN_TYPE_CONTROL, true, &keep_control))
+        .map_err(Error::Tokenizers)?;
+    inner
+        .add_tokens(typed(TOKEN_TYPE_USER_DEFINED, false, &keep_user))
+        .map_err(Error::Tokenizers)?;
+    Ok(())
 }
 
 /// What every GGUF tokenizer ends with: the named special tokens (added after the typed

@@ -26,9 +26,9 @@ use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior};
+use tokenizers::{DecoderWrapper, SplitDelimiterBehavior};
 
-use super::gguf::{GgufVocab, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED, finish};
+use super::gguf::{GgufVocab, add_typed_tokens, finish};
 use super::{Error, Result, Tokenizer};
 
 /// `general.architecture` values whose `llama`-model vocabularies are built here.
@@ -98,23 +98,7 @@ pub(super) fn from_gguf(gguf: &GgufFile, vocab: GgufVocab<'_>) -> Result<Tokeniz
     ];
     inner.with_decoder(Some(DecoderSequence::new(decoders)));
 
-    if let Some(types) = &vocab.token_types {
-        let added = |kind: i64, special: bool| -> Vec<AddedToken> {
-            vocab
-                .tokens
-                .iter()
-                .zip(types)
-                .filter(|&(token, &t)| t == kind && (special || ids.contains_key(*token)))
-                .map(|(token, _)| AddedToken::from((*token).to_owned(), special).normalized(false))
-                .collect()
-        };
-        inner
-            .add_special_tokens(added(TOKEN_TYPE_CONTROL, true))
-            .map_err(Error::Tokenizers)?;
-        inner
-            .add_tokens(added(TOKEN_TYPE_USER_DEFINED, false))
-            .map_err(Error::Tokenizers)?;
-    }
+    add_typed_tokens(&mut inner, &vocab, |_| true, |t| ids.contains_key(t))?;
     finish(
         gguf,
         &vocab.tokens,
