@@ -693,41 +693,35 @@ mod tests {
         }
     }
 
+    /// The span loss of one one-token span, a student with logits `[top, 0, 0]` on token 0 and a
+    /// teacher giving the span probability `teacher`; and the gradient on the logits.
+    fn one_token_span(top: f64, teacher: f64) -> (f64, Vec<f64>) {
+        let logits = Tensor::from_slice(&[top, 0.0, 0.0])
+            .reshape([1, 3])
+            .set_requires_grad(true);
+        let logq = logits.log_softmax(-1, Kind::Double);
+        let zero = Tensor::from_slice(&[0i64]);
+        let loss = span_likelihood_sum(&logq, &zero, &zero, &Tensor::from_slice(&[teacher.ln()]));
+        loss.backward();
+        (
+            loss.double_value(&[]),
+            Vec::<f64>::try_from(logits.grad().view(-1)).unwrap(),
+        )
+    }
+
     #[test]
     fn span_likelihood_pushes_back_a_student_surer_than_the_ceiling() {
         // The teacher gives the span 0.9; the student is surer than 1 − 1e-6: still a gradient
         // lowering the span's logit.
-        let logits = Tensor::from_slice(&[30.0f64, 0.0, 0.0])
-            .reshape([1, 3])
-            .set_requires_grad(true);
-        let logq = logits.log_softmax(-1, Kind::Double);
-        let loss = span_likelihood_sum(
-            &logq,
-            &Tensor::from_slice(&[0i64]),
-            &Tensor::from_slice(&[0i64]),
-            &Tensor::from_slice(&[0.9f64.ln()]),
-        );
-        loss.backward();
-        let g = Vec::<f64>::try_from(logits.grad().view(-1)).unwrap();
+        let (_, g) = one_token_span(30.0, 0.9);
         assert!(g[0] > 0.0 && g.iter().all(|v| v.is_finite()), "{g:?}");
     }
 
     #[test]
     fn span_likelihood_stays_finite_for_certain_spans() {
         // A teacher certain of a span, and a student that is certain too: finite, about 0.
-        let logits = Tensor::from_slice(&[60.0f64, 0.0, 0.0])
-            .reshape([1, 3])
-            .set_requires_grad(true);
-        let logq = logits.log_softmax(-1, Kind::Double);
-        let loss = span_likelihood_sum(
-            &logq,
-            &Tensor::from_slice(&[0i64]),
-            &Tensor::from_slice(&[0i64]),
-            &Tensor::from_slice(&[0.0f64]),
-        );
-        assert!(loss.double_value(&[]).abs() < 1e-5, "{}", loss.double_value(&[]));
-        loss.backward();
-        let g = Vec::<f64>::try_from(logits.grad().view(-1)).unwrap();
+        let (loss, g) = one_token_span(60.0, 1.0);
+        assert!(loss.abs() < 1e-5, "{loss}");
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     }
 }
