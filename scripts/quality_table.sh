@@ -1,34 +1,41 @@
 #!/usr/bin/env bash
-# Issue 16's distillation-quality table, the cross-tokenizer pair: Gemma 3 270M (base, its
-# SentencePiece vocabulary of 262,144) teaching a 6-layer SmolLM2 student (byte-level BPE,
-# 49,152). The same prompts, split, student, steps and seeds as
-# scripts/quality_same_tokenizer.sh; three methods:
+# Issue 16's distillation-quality table for one pair: a teacher answers the lab prompts
+# in-process (greedy, top-20 log-probabilities with their bytes; a fifth held out by a hash of
+# the id) and teaches a 6-layer SmolLM2 student (every fifth layer of SmolLM2-135M-Instruct).
+# Methods at equal steps, three seeds each, scored on the held-out prompts by train_quality:
 #   hard  --loss ce                                  (hard labels only)
-#   kd    --loss kl --alpha 0.5                      (stored top-20, aligned on bytes)
-#   gkd   --teacher-model gemma --loss jsd --alpha 0.5 --on-policy 0.5
-#         (half the batches answered by the student and scored by Gemma as text)
-# The teacher answers in-process (`--provider local`, top-20 log-probabilities with their
-# bytes): the same records llama.cpp's server gives, at a fraction of its cost here.
+#   kd    --loss kl --alpha 0.5                      (stored top-20: rest bucket; aligned on
+#                                                     bytes for Gemma)
+#   gkd   --teacher-model … --loss jsd --alpha 0.5 --on-policy 0.5
+#         (half the batches answered by the student and scored by the teacher)
 #
-#   scripts/quality_cross_tokenizer.sh [OUT_DIR]       (default /tmp/distill-quality-cross)
+#   scripts/quality_table.sh same|cross [OUT_DIR]
+#     same   SmolLM2-135M-Instruct teaches (the same tokenizer)
+#     cross  Gemma 3 270M (base; SentencePiece, 262,144 tokens) teaches (another tokenizer)
 #
-# PROMPTS (150), ANSWER_TOKENS (128) and METHODS ("hard kd gkd") make a smaller run.
+# PROMPTS (150), ANSWER_TOKENS (128) and METHODS ("hard kd gkd") make a smaller run. The full
+# same-tokenizer run takes about an hour on the 2-core machine.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+PAIR=${1:?give the pair: same or cross}
 PROMPTS=${PROMPTS:-150}
 ANSWER_TOKENS=${ANSWER_TOKENS:-128}
 METHODS=${METHODS:-hard kd gkd}
-cd "$(dirname "$0")/.."
-OUT=${1:-/tmp/distill-quality-cross}
 MODELS=${DISTILL_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/models
 SMOL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
-GEMMA=$MODELS/gemma-3-270m-q4_k_m.gguf
+case $PAIR in
+  same) TEACHER=$SMOL ;;
+  cross) TEACHER=$MODELS/gemma-3-270m-q4_k_m.gguf ;;
+  *) echo "the pair is same or cross, not $PAIR" >&2; exit 2 ;;
+esac
+OUT=${2:-/tmp/distill-quality-$PAIR}
 cargo build --release --example distill --example train_quality
 D=target/release/examples/distill
 Q=target/release/examples/train_quality
 mkdir -p "$OUT"
 
 if [ ! -s "$OUT/split/test.jsonl" ]; then
-  $D generate --provider local --model "$GEMMA" --num-examples "$PROMPTS" --top-logprobs 20 \
+  $D generate --provider local --model "$TEACHER" --num-examples "$PROMPTS" --top-logprobs 20 \
     --max-tokens "$ANSWER_TOKENS" --output "$OUT/teacher.jsonl" --resume
   $D data split "$OUT/teacher.jsonl" --out-dir "$OUT/split" --ratios 0.8,0,0.2
 fi
@@ -41,7 +48,7 @@ for seed in 1 2 3; do
     case $method in
       hard) flags=(--loss ce) ;;
       kd) flags=(--loss kl --alpha 0.5) ;;
-      gkd) flags=(--teacher-model "$GEMMA" --loss jsd --jsd-beta 0.5 --alpha 0.5
+      gkd) flags=(--teacher-model "$TEACHER" --loss jsd --jsd-beta 0.5 --alpha 0.5
                   --on-policy 0.5 --on-policy-max-new-tokens 64) ;;
     esac
     run=$OUT/$method-$seed
