@@ -135,6 +135,8 @@ impl Trainer {
         let eos = config.stop_tokens.first().copied();
         let max_len = self.config.max_seq_len;
         let mut out = Vec::with_capacity(indices.len());
+        let preparer = Preparer::new(&self.student.tokenizer, max_len, SoftSource::Dataset)?
+            .with_spans(self.config.loss.kind.is_vocabulary_free());
         for ((&i, prompt), mut answer) in indices.iter().zip(&prompts).zip(answers) {
             let id = &self.train[i].id;
             let sequence = match &self.foreign_teacher {
@@ -160,8 +162,6 @@ impl Trainer {
                     let mut example = Example::new(messages.clone(), text);
                     example.id.clone_from(id);
                     relabel(teacher, std::slice::from_mut(&mut example))?;
-                    let preparer = Preparer::new(&self.student.tokenizer, max_len, SoftSource::Dataset)?
-                        .with_spans(self.config.loss.kind.is_vocabulary_free());
                     // One answer the two tokenizations cannot align must not end the run.
                     match preparer.sequence(&example, std::path::Path::new("on-policy samples")) {
                         Ok(sequence) => sequence,
